@@ -1,0 +1,74 @@
+"""Multi-head attention with grouped key/value heads, one fused SDPA call.
+
+Shapes: B batch, T new tokens, S attended positions (cache included), D model dim,
+H query heads, K key/value heads, Dh head dim.
+
+GQA (Ainslie et al. 2023): H query heads share K <= H key/value heads in groups of H/K.
+K = H is GPT-2's multi-head attention, K = 1 is multi-query attention. Fewer KV heads
+shrink the KV cache (and its memory traffic during decoding) by H/K at little cost in
+quality.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.config import TransformerConfig
+from shared.kv_cache import KVCache
+from shared.masks import causal_mask
+from shared.rope import apply_rope
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.causal = cfg.causal
+        self.dropout = cfg.dropout
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.attn_bias)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.attn_bias)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.attn_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=cfg.out_bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        start_pos: int = 0,
+    ) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D).
+
+        mask: boolean, True = attend, broadcastable to (B, H, T, S); None = the configured
+        default (causal or bidirectional). With a cache, the new tokens sit at positions
+        [start_pos, start_pos + T) and attend to every cached position before them.
+        """
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v, start_pos)  # (B, K, S, Dh), S = start_pos + T
+            k, v = k.to(q.dtype), v.to(q.dtype)
+        is_causal = False
+        if mask is None and self.causal and T > 1:
+            if k.shape[2] == T:
+                is_causal = True  # the fused kernels' own causal path
+            else:  # chunked prefill on top of a cache: queries sit at the end of the keys
+                mask = causal_mask(T, k.shape[2], device=x.device)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )  # (B, H, T, Dh)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

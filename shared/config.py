@@ -1,0 +1,100 @@
+"""Configuration of the shared transformer stack.
+
+One `TransformerConfig` describes every stack in the project: the Llama decoder,
+the GPT-2 baseline, the Gemma-style decoder of the captioner, and the two SigLIP
+towers. Models translate their own config dataclass into this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.errors import UserError
+
+
+@dataclass
+class MoEConfig:
+    """Mixture-of-experts feed-forward layer (Switch: Fedus et al. 2021; Mixtral: Jiang et al. 2024)."""
+
+    n_experts: int = 8
+    """Routed experts per layer."""
+    top_k: int = 2
+    """Experts each token is sent to."""
+    hidden_dim: int | None = None
+    """Hidden size of each expert (None: the dense MLP's hidden size)."""
+    n_shared_experts: int = 0
+    """Experts applied to every token, outside the router (DeepSeekMoE-style). 0 = Mixtral."""
+    normalize_top_k: bool = True
+    """Renormalise the top-k router probabilities to sum to one (Mixtral semantics)."""
+
+    def __post_init__(self):
+        if self.n_experts < 1:
+            raise UserError(f"moe.n_experts must be >= 1, got {self.n_experts}")
+        if not 1 <= self.top_k <= self.n_experts:
+            raise UserError(f"moe.top_k must be in [1, n_experts={self.n_experts}], got {self.top_k}")
+        if self.n_shared_experts < 0:
+            raise UserError(f"moe.n_shared_experts must be >= 0, got {self.n_shared_experts}")
+
+
+@dataclass
+class TransformerConfig:
+    """A stack of pre-norm residual blocks: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int | None = None
+    """Key/value heads: n_heads = MHA, 1 = MQA, in between = GQA (Ainslie et al. 2023)."""
+    head_dim: int | None = None
+    """Per-head size (None: dim // n_heads). Gemma decouples it from dim."""
+    hidden_dim: int | None = None
+    """MLP hidden size (None: 4 * dim for plain MLPs, 8/3 * dim rounded to 64 for gated ones)."""
+    mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    norm_eps: float = 1e-5
+    norm_unit_offset: bool = False
+    """Gemma's RMSNorm scales by (1 + w) with w initialised to zero."""
+    attn_bias: bool = False
+    """Biases on the q/k/v projections (GPT-2, SigLIP; Qwen has them too)."""
+    out_bias: bool = False
+    """Biases on the attention output projection and on the MLP layers."""
+    gelu_approximate: Literal["tanh", "none"] = "tanh"
+    rope: bool = True
+    """Rotary position embeddings inside attention (Su et al. 2021); False for learned/absolute ones."""
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    """Llama-3 frequency scaling: {factor, low_freq_factor, high_freq_factor, original_max_position_embeddings}."""
+    max_seq_len: int = 2048
+    """Positions the RoPE tables cover up front (they grow on demand past it)."""
+    causal: bool = True
+    """Default attention pattern when no explicit mask is given."""
+    dropout: float = 0.0
+    final_norm: bool = True
+    moe: MoEConfig | None = None
+    init_std: float = 0.02
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in ("dim", "n_layers", "n_heads"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
+            raise UserError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+        if self.head_dim is None:
+            if self.dim % self.n_heads:
+                raise UserError(f"n_heads={self.n_heads} must divide dim={self.dim} (or set head_dim)")
+            self.head_dim = self.dim // self.n_heads
+        if self.rope and self.head_dim % 2:
+            raise UserError(f"RoPE needs an even head_dim, got {self.head_dim}")
+        if self.hidden_dim is None:
+            if self.mlp == "gelu":
+                self.hidden_dim = 4 * self.dim
+            else:  # keep the parameter count of a 4*dim plain MLP: 2/3 * 4 * dim, rounded up
+                self.hidden_dim = 64 * ((8 * self.dim // 3 + 63) // 64)
+        if self.max_seq_len <= 0:
+            raise UserError(f"max_seq_len must be positive, got {self.max_seq_len}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")

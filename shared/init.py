@@ -1,0 +1,43 @@
+"""Weight initialisation, in one place.
+
+| parameter                                   | initialisation                          |
+|---------------------------------------------|-----------------------------------------|
+| nn.Linear / nn.Embedding weights            | normal(0, std), std = 0.02 (GPT-2)      |
+| residual output projections: attention      | normal(0, std / sqrt(2 * n_layers))     |
+|   `o_proj`, MLP `down_proj`, MoE experts'   |   (GPT-2: keeps the residual stream's   |
+|   `down_proj`                               |   variance independent of depth)        |
+| MoE expert `gate_proj` / `up_proj`, router  | normal(0, std)                          |
+| biases                                      | zeros                                   |
+| RMSNorm / LayerNorm weight                  | ones ((1 + w) RMSNorm: zeros)           |
+| LayerNorm bias                              | zeros                                   |
+
+Models call `init_weights` on themselves after building; tied embeddings share the
+token embedding's initialisation. Anything a model initialises differently (the
+zero-initialised PaliGemma projector, SigLIP's temperature and bias) it sets right after.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+RESIDUAL_OUTPUTS = ("o_proj", "down_proj")
+
+
+def init_weights(model: nn.Module, n_layers: int, std: float = 0.02) -> None:
+    out_std = std / math.sqrt(2 * max(n_layers, 1))
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, out_std if leaf in RESIDUAL_OUTPUTS else std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, 0.0, std)
+        elif hasattr(module, "reset_parameters") and "Norm" in type(module).__name__:
+            module.reset_parameters()
+    for name, param in model.named_parameters(recurse=True):
+        leaf = name.rsplit(".", 1)[-1]
+        if param.dim() == 3:  # stacked MoE expert weights (E, out, in)
+            nn.init.normal_(param, 0.0, out_std if leaf in RESIDUAL_OUTPUTS else std)

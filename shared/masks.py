@@ -1,0 +1,40 @@
+"""Attention masks. Convention: boolean, True = "may attend", shape broadcastable to (B, H, T, S).
+
+Causal (decoder LM): token i sees tokens 0..i.
+Prefix-LM (PaliGemma, Beyer et al. 2024): the prefix (image tokens + prompt) attends
+bidirectionally within itself; the suffix (the text to generate) is causal and sees the
+whole prefix. Worked example, prefix_len = 3 (image, image, prompt), 2 suffix tokens:
+
+          keys:  i0 i1 p0 s0 s1
+    i0           1  1  1  0  0
+    i1           1  1  1  0  0
+    p0           1  1  1  0  0
+    s0           1  1  1  1  0
+    s1           1  1  1  1  1
+
+Padding: `key_padding` (B, S) True for real tokens removes padded keys from every row.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def causal_mask(t: int, s: int | None = None, device=None) -> torch.Tensor:
+    """(T, S) lower-triangular mask aligned to the end: query i sits at key position S - T + i."""
+    s = t if s is None else s
+    return torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
+
+
+def prefix_lm_mask(prefix_len: torch.Tensor, total_len: int) -> torch.Tensor:
+    """Per-row prefix lengths (B,) -> (B, 1, L, L) prefix-LM mask (see the module docstring)."""
+    device = prefix_len.device
+    pos = torch.arange(total_len, device=device)
+    causal = pos[None, :] <= pos[:, None]  # (L, L)
+    key_in_prefix = pos[None, None, :] < prefix_len[:, None, None]  # (B, 1, L)
+    return (causal[None] | key_in_prefix).unsqueeze(1)  # (B, 1, L, L)
+
+
+def with_key_padding(mask: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
+    """AND a mask with a (B, S) keep-mask over keys."""
+    return mask & key_padding[:, None, None, :]

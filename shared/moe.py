@@ -1,0 +1,116 @@
+"""Mixture-of-experts feed-forward layer with top-k routing.
+
+A router scores each token against E experts; the token goes to its top-k experts and
+their outputs are summed, weighted by the renormalised router probabilities (Mixtral,
+Jiang et al. 2024). Compute per token is k experts, parameters are E experts: more
+capacity at the same FLOPs than the dense MLP it replaces.
+
+Without help the router collapses onto a few experts, so the layer returns the
+Switch-Transformer load-balancing loss (Fedus et al. 2021):
+    aux = E * sum_e f_e * P_e,  f_e = share of the N*k assignments that went to expert e,
+                                P_e = mean router probability of expert e,
+which is 1.0 under perfectly uniform routing and grows as routing concentrates. The
+optional router z-loss (Zoph et al. 2022, ST-MoE) = mean(logsumexp(logits)^2) keeps
+router logits small. Shared experts (DeepSeekMoE) see every token, outside the router.
+
+Dispatch: assignments are sorted by expert so each expert runs one matmul over a
+contiguous slice; there is no loop over tokens and a single host sync (the per-expert
+counts) per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from shared.config import MoEConfig
+from shared.mlp import GatedMLP, activation
+
+
+@dataclass
+class MoEStats:
+    aux_loss: torch.Tensor
+    """Switch load-balancing loss (scalar)."""
+    z_loss: torch.Tensor
+    """Router z-loss (scalar)."""
+    expert_load: torch.Tensor
+    """Share of assignments per expert (E,), detached."""
+
+
+class MoE(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        cfg: MoEConfig,
+        hidden_dim: int,
+        kind: str = "swiglu",
+        bias: bool = False,
+        gelu_approximate: str = "tanh",
+    ):
+        super().__init__()
+        if kind == "gelu":
+            raise ValueError("MoE experts are gated MLPs: use mlp 'swiglu' or 'geglu'")
+        E, H = cfg.n_experts, cfg.hidden_dim or hidden_dim
+        self.n_experts, self.top_k, self.normalize_top_k = E, cfg.top_k, cfg.normalize_top_k
+        self.router = nn.Linear(dim, E, bias=False)
+        # Experts stacked: (E, out, in), the layout of nn.Linear.weight per expert.
+        self.gate_proj = nn.Parameter(torch.empty(E, H, dim))
+        self.up_proj = nn.Parameter(torch.empty(E, H, dim))
+        self.down_proj = nn.Parameter(torch.empty(E, dim, H))
+        self.act = activation(kind, gelu_approximate)
+        self.shared = None
+        if cfg.n_shared_experts:
+            self.shared = GatedMLP(
+                dim, H * cfg.n_shared_experts, kind=kind, bias=bias, gelu_approximate=gelu_approximate
+            )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, MoEStats]:
+        B, T, D = x.shape
+        E, k = self.n_experts, self.top_k
+        x_flat = x.reshape(-1, D)  # (N, D)
+        logits = self.router(x_flat)  # (N, E)
+        probs = logits.float().softmax(dim=-1)  # (N, E)
+        weights, experts = probs.topk(k, dim=-1)  # (N, k)
+        if self.normalize_top_k:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+
+        flat_experts = experts.reshape(-1)  # (N*k,) assignment a -> expert
+        order = flat_experts.argsort(stable=True)  # assignments grouped by expert
+        token_of = order // k  # (N*k,) source token of each sorted assignment
+        counts = torch.bincount(flat_experts, minlength=E)  # (E,)
+        x_sorted = x_flat[token_of]  # (N*k, D)
+        outs = []
+        for e, chunk in enumerate(x_sorted.split(counts.tolist())):  # the one host sync
+            h = self.act(chunk @ self.gate_proj[e].t()) * (chunk @ self.up_proj[e].t())
+            outs.append(h @ self.down_proj[e].t())
+        y_sorted = torch.cat(outs) * weights.reshape(-1)[order, None].to(x.dtype)  # (N*k, D)
+        y = torch.zeros_like(x_flat).index_add_(0, token_of, y_sorted)  # (N, D)
+        if self.shared is not None:
+            y = y + self.shared(x_flat)
+
+        load = counts.float() / flat_experts.numel()  # f_e
+        stats = MoEStats(
+            aux_loss=E * (load * probs.mean(dim=0)).sum(),
+            z_loss=torch.logsumexp(logits.float(), dim=-1).pow(2).mean(),
+            expert_load=load.detach(),
+        )
+        return y.view(B, T, D), stats
+
+    def dense_equivalent(self, e: int) -> GatedMLP:
+        """Expert e as a standalone GatedMLP (tests, inspection)."""
+        H, D = self.gate_proj.shape[1:]
+        mlp = GatedMLP(D, H, bias=False)
+        mlp.act = self.act
+        with torch.no_grad():
+            mlp.gate_proj.weight.copy_(self.gate_proj[e])
+            mlp.up_proj.weight.copy_(self.up_proj[e])
+            mlp.down_proj.weight.copy_(self.down_proj[e])
+        return mlp
+
+
+def expert_load_entropy(load: torch.Tensor) -> torch.Tensor:
+    """Normalised entropy of an expert-load vector: 1 = perfectly balanced, 0 = one expert."""
+    p = load.clamp_min(1e-12)
+    return -(p * p.log()).sum() / torch.log(torch.tensor(float(load.numel())))
