@@ -1,0 +1,140 @@
+"""`LlamaConfig`: one dataclass for the decoder, from the GPT-2 baseline to Llama with MoE.
+
+Presets (`LlamaConfig.preset(name)`):
+- gpt2-tiny / gpt2-small: LayerNorm, learned absolute positions, GELU MLP, full MHA,
+  biases, tied embeddings (Radford et al. 2019).
+- llama-tiny / llama-125m: RMSNorm, RoPE, SwiGLU, GQA, no biases, tied embeddings.
+- llama-moe-tiny: llama-tiny with 8 experts of half the hidden size, top-2 routing: the same
+  active parameters per token as llama-tiny, 5x the total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.config import MoEConfig, TransformerConfig
+from shared.errors import UserError
+
+
+@dataclass
+class LlamaConfig:
+    vocab_size: int = 4096
+    """Vocabulary size (the tokenizer's, specials included)."""
+    max_seq_len: int = 256
+    """Training context length; learned positions cannot go past it, RoPE can."""
+    dim: int = 256
+    """Model (residual stream) width."""
+    n_layers: int = 6
+    n_heads: int = 8
+    n_kv_heads: int | None = None
+    """Key/value heads (None = n_heads: MHA; 1: MQA; in between: GQA)."""
+    head_dim: int | None = None
+    """Per-head size (None: dim // n_heads)."""
+    hidden_dim: int | None = None
+    """MLP hidden size (None: 4*dim for gelu, ~8/3*dim rounded to 64 for gated MLPs)."""
+    mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    norm_eps: float = 1e-5
+    position: Literal["rope", "learned"] = "rope"
+    """`rope` (rotary, in attention) or `learned` (GPT-2's absolute position table)."""
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    """Llama-3 RoPE scaling dict (factor, low_freq_factor, high_freq_factor, original_max_position_embeddings)."""
+    bias: bool = False
+    """Biases in every linear layer (GPT-2) or none (Llama)."""
+    tie_embeddings: bool = True
+    """Share the token embedding with the output head."""
+    dropout: float = 0.0
+    init_std: float = 0.02
+    moe: MoEConfig | None = None
+    """Mixture-of-experts MLP in every layer (None = dense)."""
+    name: str = field(default="custom", compare=False)
+
+    def __post_init__(self):
+        if isinstance(self.moe, dict):
+            self.moe = MoEConfig(**self.moe)
+        if self.vocab_size <= 0:
+            raise UserError(f"vocab_size must be positive, got {self.vocab_size}")
+        if self.max_seq_len <= 0:
+            raise UserError(f"max_seq_len must be positive, got {self.max_seq_len}")
+        if self.position not in ("rope", "learned"):
+            raise UserError(f"position must be 'rope' or 'learned', got {self.position!r}")
+        if self.moe is not None and self.mlp == "gelu":
+            raise UserError("moe needs a gated MLP: set mlp to 'swiglu' or 'geglu'")
+        self.transformer()  # validates heads, dims and the rest
+
+    def transformer(self) -> TransformerConfig:
+        return TransformerConfig(
+            dim=self.dim,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            n_kv_heads=self.n_kv_heads,
+            head_dim=self.head_dim,
+            hidden_dim=self.hidden_dim,
+            mlp=self.mlp,
+            norm=self.norm,
+            norm_eps=self.norm_eps,
+            attn_bias=self.bias,
+            out_bias=self.bias,
+            rope=self.position == "rope",
+            rope_theta=self.rope_theta,
+            rope_scaling=self.rope_scaling,
+            max_seq_len=self.max_seq_len,
+            causal=True,
+            dropout=self.dropout,
+            moe=self.moe,
+            init_std=self.init_std,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LlamaConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"unknown LlamaConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> LlamaConfig:
+        if name not in PRESETS:
+            raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], "name": name, **overrides})
+
+
+_GPT2 = dict(mlp="gelu", norm="layernorm", position="learned", bias=True, tie_embeddings=True)
+_LLAMA = dict(mlp="swiglu", norm="rmsnorm", position="rope", bias=False, tie_embeddings=True)
+_TINY = dict(vocab_size=4096, max_seq_len=256, dim=256, n_layers=6, n_heads=8)
+
+PRESETS: dict[str, dict] = {
+    "gpt2-tiny": {**_GPT2, **_TINY},
+    "llama-tiny": {**_LLAMA, **_TINY, "n_kv_heads": 4},
+    "llama-moe-tiny": {
+        **_LLAMA,
+        **_TINY,
+        "n_kv_heads": 4,
+        "moe": MoEConfig(n_experts=8, top_k=2, hidden_dim=352),
+    },
+    "gpt2-small": {
+        **_GPT2,
+        "vocab_size": 50304,
+        "max_seq_len": 1024,
+        "dim": 768,
+        "n_layers": 12,
+        "n_heads": 12,
+    },
+    "llama-125m": {
+        **_LLAMA,
+        "vocab_size": 32768,
+        "max_seq_len": 1024,
+        "dim": 768,
+        "n_layers": 12,
+        "n_heads": 12,
+        "n_kv_heads": 4,
+        "hidden_dim": 3072,
+    },
+}

@@ -1,0 +1,67 @@
+"""Autoregressive generation with the KV cache.
+
+The prompt is run once (prefill) and fills each layer's cache; every later step feeds one
+token at position start_pos and reads the cached keys/values, so a step costs O(T) instead
+of re-running the O(T^2) forward over the whole sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from shared.errors import UserError
+from shared.sampling import sample_next
+from text_lm.model import Llama
+
+
+@torch.inference_mode()
+def generate_tokens(
+    model: Llama,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """prompt (B, T0) -> yields the next token ids (B,) one step at a time.
+
+    Stops after `max_new_tokens`, or when every row has produced `eos_id`. Without the cache
+    (use_cache=False) each step re-runs the full sequence: the slow reference path.
+    """
+    B, T0 = prompt.shape
+    if T0 == 0:
+        raise UserError("the prompt is empty (it needs at least one token)")
+    limit = model.config.max_seq_len if model.config.position == "learned" else None
+    if limit is not None and T0 + max_new_tokens > limit:
+        raise UserError(
+            f"prompt ({T0} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+            f"context of {limit} tokens (learned positions)"
+        )
+    caches = model.make_kv_caches(B, T0 + max_new_tokens) if use_cache else None
+    seq = prompt
+    logits = model(prompt, kv_caches=caches).logits[:, -1]
+    done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
+    for step in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_k, top_p, generator)
+        if eos_id is not None:
+            nxt = nxt.masked_fill(done, eos_id)
+            done |= nxt == eos_id
+        yield nxt
+        if done.all() or step == max_new_tokens - 1:
+            return
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        if use_cache:
+            logits = model(nxt[:, None], kv_caches=caches, start_pos=seq.shape[1] - 1).logits[:, -1]
+        else:
+            logits = model(seq).logits[:, -1]
+
+
+def generate(model: Llama, prompt: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+    """Collect `generate_tokens` into (B, T0 + new) ids."""
+    new = list(generate_tokens(model, prompt, max_new_tokens, **kwargs))
+    return torch.cat([prompt, torch.stack(new, dim=1)], dim=1) if new else prompt

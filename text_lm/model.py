@@ -1,0 +1,105 @@
+"""The decoder-only language model: embeddings -> shared Transformer -> output head.
+
+One class covers GPT-2 and Llama; `LlamaConfig` chooses the pieces. Shapes: B batch,
+T tokens, V vocabulary, D model dim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.errors import UserError
+from shared.kv_cache import KVCache
+from shared.transformer import Transformer
+from text_lm.config import LlamaConfig
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor
+    """(B, T, V)"""
+    loss: torch.Tensor | None = None
+    """Mean next-token cross-entropy over targets != -100 (without the MoE terms)."""
+    aux_loss: torch.Tensor | None = None
+    z_loss: torch.Tensor | None = None
+    expert_load: torch.Tensor | None = None
+    """(L, E) share of routed assignments per layer and expert."""
+
+
+class Llama(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.dim)
+        self.pos_embed = (
+            nn.Embedding(config.max_seq_len, config.dim) if config.position == "learned" else None
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.stack = Transformer(config.transformer())  # initialises its own weights
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        nn.init.normal_(self.embed.weight, 0.0, config.init_std)
+        if self.pos_embed is not None:
+            nn.init.normal_(self.pos_embed.weight, 0.0, config.init_std)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, 0.0, config.init_std)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_caches: list[KVCache] | None = None,
+        start_pos: int = 0,
+    ) -> LMOutput:
+        """idx (B, T) token ids at positions start_pos.. -> logits (B, T, V) and, with targets (B, T), the loss."""
+        T = idx.shape[1]
+        x = self.embed(idx)  # (B, T, D)
+        if self.pos_embed is not None:
+            if start_pos + T > self.config.max_seq_len:
+                raise UserError(
+                    f"position {start_pos + T - 1} is past the learned position table "
+                    f"(max_seq_len={self.config.max_seq_len}); use position: rope to go longer"
+                )
+            x = x + self.pos_embed(torch.arange(start_pos, start_pos + T, device=idx.device))
+        out = self.stack(self.drop(x), kv_caches=kv_caches, start_pos=start_pos)
+        logits = self.lm_head(out.hidden)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return LMOutput(logits, loss, out.aux_loss, out.z_loss, out.expert_load)
+
+    def make_kv_caches(self, batch_size: int, max_len: int, dtype=None) -> list[KVCache]:
+        return self.stack.make_kv_caches(batch_size, max_len, dtype=dtype)
+
+    def num_params(self, active: bool = False, embeddings: bool = True) -> int:
+        """Parameters (tied ones once). active=True counts only top_k of the routed experts."""
+        n = sum(p.numel() for p in self.parameters())
+        if not embeddings:
+            n -= self.embed.weight.numel() + (
+                self.pos_embed.weight.numel() if self.pos_embed is not None else 0
+            )
+        moe = self.config.moe
+        if active and moe is not None:
+            for layer in self.stack.layers:
+                per_expert = sum(
+                    p[0].numel() for p in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)
+                )
+                n -= per_expert * (moe.n_experts - moe.top_k)
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6 * active non-embedding params + attention.
+
+        The attention term 12 * L * H * Dh * T follows the PaLM appendix (Chowdhery et al. 2022);
+        the output head is counted (it is a matmul) but the embedding lookup is not.
+        """
+        c = self.config
+        t = seq_len or c.max_seq_len
+        tc = self.stack.cfg
+        n = self.num_params(active=True, embeddings=False) + c.vocab_size * c.dim * c.tie_embeddings
+        return 6 * n + 12 * c.n_layers * tc.n_heads * tc.head_dim * t
