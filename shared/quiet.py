@@ -1,0 +1,42 @@
+"""Silence known-harmless warnings and Lightning's product tips, once, for every command.
+
+Users should see only what matters: progress, metrics and real problems.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+_DONE = False
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("💡 Tip") or "litlogger" in msg or "litmodels" in msg)
+
+
+def quiet() -> None:
+    global _DONE
+    if _DONE:
+        return
+    _DONE = True
+    # torch 2.13 + Lightning 2.6: emitted on every fit, harmless.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+    # On CPU-only machines workers are often deliberately 0; the hint is noise there.
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings(
+        "ignore", message=r".*The number of training batches .* is smaller than the logging.*"
+    )
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+        "lightning.pytorch",
+        "lightning.fabric",
+    ):
+        logging.getLogger(name).addFilter(_DropTips())
