@@ -1,0 +1,34 @@
+"""Rebuild a `Llama` (and its tokenizer) from a checkpoint alone, safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.checkpoint import load_state_strict, read_checkpoint, submodule_state
+from shared.errors import UserError
+from shared.tokenizer import Tokenizer
+from text_lm.config import LlamaConfig
+from text_lm.model import Llama
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[Llama, Tokenizer | None]:
+    ckpt = read_checkpoint(path)
+    cfg = ckpt.get("model_config") or ckpt.get("hyper_parameters", {}).get("config")
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: no model config stored in the checkpoint")
+    model = Llama(LlamaConfig.from_dict(cfg))
+    load_state_strict(model, submodule_state(ckpt), str(path))
+    tok = Tokenizer.from_dict(ckpt["tokenizer"], source=str(path)) if "tokenizer" in ckpt else None
+    return model.eval(), tok
+
+
+def load_model_weights(model: Llama, path: str | Path) -> None:
+    """Fine-tuning: copy weights from a .ckpt or an export-hf folder into `model` (shapes must match)."""
+    p = Path(path)
+    if p.is_dir():
+        from text_lm.hf_convert import load_hf
+
+        state = load_hf(p).state_dict()
+    else:
+        state = submodule_state(read_checkpoint(p))
+    load_state_strict(model, state, str(p))

@@ -1,0 +1,95 @@
+"""`text-lm generate`: stream text from a checkpoint, with the KV cache."""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import sys
+
+from shared.errors import UserError, exit_on_user_error
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="text-lm generate", description="Generate text from a trained checkpoint."
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="a .ckpt written by `text-lm fit` (config and tokenizer inside)"
+    )
+    p.add_argument(
+        "--prompt", default="", help="text to continue (default: start after an end-of-text token)"
+    )
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate at most (default 200)")
+    p.add_argument(
+        "--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)"
+    )
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    p.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling: smallest set with probability >= p"
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible samples")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...); default cpu")
+    return p
+
+
+def check(args) -> None:
+    if args.max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k <= 0:
+        raise UserError(f"--top-k must be positive, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    check(args)
+    import torch
+
+    from text_lm.checkpoint import model_from_checkpoint
+    from text_lm.generate import generate_tokens
+
+    model, tok = model_from_checkpoint(args.checkpoint)
+    if tok is None:
+        raise UserError(f"{args.checkpoint}: no tokenizer stored in the checkpoint")
+    model.to(args.device)
+    ids = tok.encode(args.prompt) if args.prompt else [tok.eos_id]
+    limit = model.config.max_seq_len
+    if model.config.position == "learned" and len(ids) + args.max_new_tokens > limit:
+        raise UserError(
+            f"prompt ({len(ids)} tokens) + --max-new-tokens {args.max_new_tokens} exceeds the model's context "
+            f"of {limit} tokens"
+        )
+    if len(ids) > limit:
+        raise UserError(f"the prompt is {len(ids)} tokens, longer than the model's context of {limit}")
+    g = None
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+        g = torch.Generator(device=args.device).manual_seed(args.seed)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = sys.stdout
+    out.write(args.prompt)
+    stream = generate_tokens(
+        model,
+        torch.tensor([ids], device=args.device),
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        eos_id=tok.eos_id,
+        generator=g,
+    )
+    for t in stream:
+        t = int(t)
+        if t == tok.eos_id:
+            break
+        out.write(decoder.decode(tok.token_bytes(t)))
+        out.flush()
+    out.write(decoder.decode(b"", final=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""`LanguageModelModule`: the training system around `Llama` (loss, metrics, optimizer, samples).
+
+Loss = next-token cross-entropy + aux_loss_coef * MoE load-balancing loss
+       + z_loss_coef * router z-loss.
+Metrics (DESIGN.md section 5): train/loss, train/aux_loss, train/grad_norm, val/loss,
+val/ppl, val/bpb, moe/expert_load, samples/text. Bits per byte = NLL in bits over the
+validation tokens / their UTF-8 bytes (exact from the shard's byte count): unlike
+perplexity it compares models with different tokenizers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torchmetrics.text import Perplexity
+
+from shared.errors import UserError
+from shared.optim import configure_adamw
+from text_lm.checkpoint import load_model_weights
+from text_lm.config import LlamaConfig
+from text_lm.generate import generate_tokens
+from text_lm.model import Llama
+
+
+class LanguageModelModule(L.LightningModule):
+    def __init__(
+        self,
+        config: LlamaConfig | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        no_decay_embeddings: bool = True,
+        aux_loss_coef: float = 0.01,
+        z_loss_coef: float = 0.0,
+        init_from: str | None = None,
+        compile: bool = False,
+        sample_prompt: str = "ROMEO:",
+        sample_tokens: int = 64,
+    ):
+        """
+        Args:
+            config: the model (defaults to the llama-tiny preset).
+            optimizer: optimizer class and its arguments (lr, betas, weight_decay); it receives our
+                parameter groups (no weight decay on norms, biases and, by default, embeddings).
+            warmup_steps: linear warmup steps before the cosine decay.
+            min_lr_ratio: final learning rate as a fraction of the peak.
+            no_decay_embeddings: exclude embedding tables from weight decay.
+            aux_loss_coef: weight of the MoE load-balancing loss (Switch uses 0.01).
+            z_loss_coef: weight of the MoE router z-loss (ST-MoE uses 0.001; 0 = off).
+            init_from: fine-tune: a checkpoint (.ckpt) or export folder whose weights initialise
+                the model (weights only; a fresh optimizer and schedule).
+            compile: torch.compile the model (not the LightningModule).
+            sample_prompt: prompt of the sample generated and logged at each validation.
+            sample_tokens: length of that sample (0 = no sample).
+        """
+        super().__init__()
+        self.config = config or LlamaConfig.preset("llama-tiny")
+        self.save_hyperparameters(ignore=["optimizer", "config"])
+        self.hparams["config"] = self.config.to_dict()  # plain dict: safe (weights_only) loading
+        self.optimizer_factory = optimizer
+        self.model: Llama | None = None
+        self.val_ppl = Perplexity()
+        self.last_loss: torch.Tensor | None = None
+        self._expert_load: list[torch.Tensor] = []
+
+    @property
+    def run_name(self) -> str:
+        return self.config.name
+
+    def configure_model(self) -> None:
+        """Build the model here, not in __init__, so FSDP can shard it as it is created."""
+        if self.model is not None:
+            return
+        self.model = Llama(self.config)
+        if self.hparams.init_from:
+            load_model_weights(self.model, self.hparams.init_from)
+        if self.hparams.compile:
+            self.model.compile()
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer else None
+        vocab = getattr(dm, "vocab_size", None)
+        if vocab is not None and vocab > self.config.vocab_size:
+            raise UserError(
+                f"the data's tokenizer has {vocab} tokens but model.config.vocab_size is "
+                f"{self.config.vocab_size}; set --model.config.vocab_size {vocab}"
+            )
+        seq = getattr(dm, "seq_len", None)
+        if seq is not None and self.config.position == "learned" and seq > self.config.max_seq_len:
+            raise UserError(f"data.seq_len={seq} exceeds model.config.max_seq_len={self.config.max_seq_len}")
+
+    def count_batch(self, batch) -> dict[str, int]:
+        return {"tokens": batch[0].numel()}
+
+    def forward(self, idx, targets=None):
+        return self.model(idx, targets)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        out = self.model(x, y)
+        loss = out.loss
+        self.log("train/loss", out.loss, prog_bar=True)
+        if out.aux_loss is not None:
+            loss = loss + self.hparams.aux_loss_coef * out.aux_loss + self.hparams.z_loss_coef * out.z_loss
+            self.log("train/aux_loss", out.aux_loss)
+            self.log("train/z_loss", out.z_loss)
+            self._expert_load.append(out.expert_load)
+        self.last_loss = loss.detach()
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
+            if norms:
+                self.log("train/grad_norm", torch.stack(norms).norm(2))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self._expert_load and self.global_step % self.trainer.log_every_n_steps == 0:
+            load = torch.stack(self._expert_load).mean(0)  # (L, E)
+            self._expert_load = []
+            tb = self._tensorboard()
+            if tb is not None:
+                tb.add_histogram("moe/expert_load", load.float().cpu(), self.global_step)
+            self.log("moe/max_expert_share", load.max())
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_step(batch, "test")
+
+    def _eval_step(self, batch, split: str):
+        x, y = batch
+        out = self.model(x, y)
+        self.val_ppl.update(out.logits.float(), y)
+        self.log(f"{split}/loss", out.loss, prog_bar=True, sync_dist=True)
+        self.log(f"{split}/ppl", self.val_ppl)
+        dm = self.trainer.datamodule
+        if hasattr(dm, "bytes_per_token"):  # bits per byte = nats / ln 2 / (bytes per token)
+            split_name = "val"
+            bpb = out.loss / math.log(2) / dm.bytes_per_token(split_name)
+            self.log(f"{split}/bpb", bpb, prog_bar=True, sync_dist=True)
+        return out.loss
+
+    def on_validation_epoch_end(self):
+        n = self.hparams.sample_tokens
+        dm = self.trainer.datamodule
+        tok = getattr(dm, "tokenizer", None)
+        if n <= 0 or tok is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        text = self.sample(tok, self.hparams.sample_prompt, n)
+        tb = self._tensorboard()
+        if tb is not None:
+            tb.add_text("samples/text", text.replace("\n", "  \n"), self.global_step)
+
+    @torch.no_grad()
+    def sample(self, tok, prompt: str, n: int) -> str:
+        was_training = self.model.training
+        self.model.eval()
+        ids = torch.tensor([tok.encode(prompt)], device=self.device)
+        g = torch.Generator(device=self.device).manual_seed(0)
+        new = [int(t) for t in generate_tokens(self.model, ids, n, temperature=0.8, top_k=50, generator=g)]
+        self.model.train(was_training)
+        return prompt + tok.decode(new)
+
+    def configure_optimizers(self):
+        return configure_adamw(
+            self.model,
+            self.optimizer_factory,
+            warmup_steps=self.hparams.warmup_steps,
+            total_steps=int(self.trainer.estimated_stepping_batches),
+            min_lr_ratio=self.hparams.min_lr_ratio,
+            no_decay_embeddings=self.hparams.no_decay_embeddings,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Make the checkpoint self-contained: model config and tokenizer, as plain data."""
+        checkpoint["model_config"] = self.config.to_dict()
+        tok = getattr(self.trainer.datamodule, "tokenizer", None) if self._trainer else None
+        if tok is not None:
+            checkpoint["tokenizer"] = tok.to_dict()
+
+    def _tensorboard(self):
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
