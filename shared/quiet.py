@@ -31,6 +31,10 @@ def quiet() -> None:
         "ignore", message=r".*The number of training batches .* is smaller than the logging.*"
     )
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+    # We pass argv to LightningCLI ourselves (the track dispatchers strip the subcommand name).
+    warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
+    # The model summary cannot estimate sizes under mixed precision; it still prints the table.
+    warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in (

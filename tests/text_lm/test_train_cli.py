@@ -1,0 +1,151 @@
+"""The real `text-lm` CLI end to end: fit, resume, fine-tune, DDP, generate, export, configs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from text_lm.cli import main as text_lm
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYS = ROOT / "data" / "shakespeare"
+TINY = [
+    "--model.config.vocab_size", "320", "--model.config.dim", "32", "--model.config.n_layers", "2",
+    "--model.config.n_heads", "4", "--model.config.n_kv_heads", "2", "--model.config.max_seq_len", "32",
+    "--model.sample_tokens", "8", "--data.seq_len", "32", "--data.batch_size", "4",
+    "--trainer.precision", "32", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1",
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "bpe"
+    subprocess.run(
+        [sys.executable, "-m", "text_lm.prepare", "--input", str(PLAYS / "sonnets_gut.txt"),
+         str(PLAYS / "macbeth_gut.txt"), "--val-files", "sonnets_gut.txt", "--vocab-size", "320",
+         "--out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def fit(config, data_dir, root, *extra):
+    text_lm(["fit", "-c", str(ROOT / "configs/text" / config), *TINY, "--data.data_dir", str(data_dir),
+             "--trainer.default_root_dir", str(root), *extra])  # fmt: skip
+
+
+def scalars(root: Path, tag: str) -> dict[int, float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for events in sorted(root.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            out.update({e.step: e.value for e in acc.Scalars(tag)})
+    return out
+
+
+def test_fit_writes_checkpoints_and_tensorboard_then_generate_and_export(data_dir, tmp_path, capsys):
+    fit(
+        "llama-moe-tiny.yaml",
+        data_dir,
+        tmp_path,
+        "--trainer.max_steps",
+        "6",
+        "--trainer.val_check_interval",
+        "3",
+    )
+    version = tmp_path / "llama-moe-tiny" / "version_0"
+    last = version / "checkpoints" / "last.ckpt"
+    assert last.is_file() and list((version / "checkpoints").glob("best-*.ckpt"))
+    assert (version / "config.yaml").is_file()
+    for tag in ("train/loss", "train/aux_loss", "val/loss", "val/ppl", "val/bpb", "train/grad_norm"):
+        assert scalars(version, tag), tag
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)  # safe loading works
+    assert ckpt["model_config"]["moe"]["n_experts"] == 8 and ckpt["tokenizer"]["type"] == "byte_bpe"
+
+    from text_lm.generate_cli import main as generate
+
+    capsys.readouterr()
+    generate(["--checkpoint", str(last), "--prompt", "The", "--max-new-tokens", "5", "--temperature", "0"])
+    first = capsys.readouterr().out
+    generate(["--checkpoint", str(last), "--prompt", "The", "--max-new-tokens", "5", "--temperature", "0"])
+    assert first.startswith("The") and capsys.readouterr().out == first
+
+    transformers = pytest.importorskip("transformers")
+    from text_lm.checkpoint import model_from_checkpoint
+    from text_lm.export_cli import main as export
+
+    export(["--checkpoint", str(last), "--out", str(tmp_path / "hf")])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ours, _ = model_from_checkpoint(last)
+    idx = torch.randint(0, 320, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, ours(idx).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_resume_continues_exactly(data_dir, tmp_path):
+    every = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "--checkpoint.save_top_k", "-1",
+             "--checkpoint.monitor", "null", "--checkpoint.filename", "{step}", "--trainer.limit_val_batches", "0"]  # fmt: skip
+    fit("llama-tiny.yaml", data_dir, tmp_path / "straight", *every)
+    straight = scalars(tmp_path / "straight", "train/loss")
+    mid = next((tmp_path / "straight").rglob("step=4.ckpt"))
+    fit("llama-tiny.yaml", data_dir, tmp_path / "resumed", *every, "--ckpt_path", str(mid))
+    resumed = scalars(tmp_path / "resumed", "train/loss")
+    assert set(resumed) == {4, 5, 6, 7} and all(resumed[s] == straight[s] for s in resumed)
+
+
+def test_fine_tune_loads_weights_only_and_rejects_other_shapes(data_dir, tmp_path, capsys):
+    fit(
+        "llama-tiny.yaml",
+        data_dir,
+        tmp_path / "a",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "0",
+    )
+    last = next((tmp_path / "a").rglob("last.ckpt"))
+    fit("llama-tiny.yaml", data_dir, tmp_path / "b", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
+        "--model.init_from", str(last))  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        fit("llama-tiny.yaml", data_dir, tmp_path / "c", "--trainer.max_steps", "2", "--model.init_from", str(last),
+            "--model.config.dim", "64")  # fmt: skip
+    assert e.value.code == 2
+    assert "shape" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes_see_different_batches(data_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}"}
+    cmd = [sys.executable, "-m", "text_lm.cli", "fit", "-c", str(ROOT / "configs/text/llama-tiny.yaml"), *TINY,
+           "--data.data_dir", str(data_dir), "--trainer.default_root_dir", str(tmp_path),
+           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+           "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1",
+           "--trainer.callbacks+=batch_recorder.BatchRecorder", f"--trainer.callbacks.out_dir={tmp_path}"]  # fmt: skip
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    assert ranks[0]["batches"] != ranks[1]["batches"]
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs/text").glob("*.yaml")))
+def test_every_text_config_parses(config, data_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        text_lm(
+            [
+                "fit",
+                "-c",
+                str(ROOT / "configs/text" / config),
+                "--data.data_dir",
+                str(data_dir),
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code == 0
+    assert "model:" in capsys.readouterr().out
