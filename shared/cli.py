@@ -17,7 +17,15 @@ from shared.errors import UserError
 from shared.quiet import quiet
 
 
-def run_cli(module_cls, datamodule_cls, args: list[str] | None = None, prog: str = "lm") -> None:
+def run_cli(
+    module_cls,
+    datamodule_cls,
+    args: list[str] | None = None,
+    prog: str = "lm",
+    subclass_mode_model: bool = False,
+) -> None:
+    """subclass_mode_model=True: the YAML picks the system (`model: class_path: ...`) among subclasses
+    of `module_cls` (the vision track: SigLIP or the captioner)."""
     quiet()
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
@@ -57,6 +65,7 @@ def run_cli(module_cls, datamodule_cls, args: list[str] | None = None, prog: str
         CLI(
             module_cls,
             datamodule_cls,
+            subclass_mode_model=subclass_mode_model,
             args=args,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": prog, "default_env": False},

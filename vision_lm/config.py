@@ -1,0 +1,222 @@
+"""`SigLIPConfig`: the image tower, the text tower and the contrastive head, as nested dataclasses.
+
+Both towers are the shared bidirectional `Transformer` (LayerNorm, GELU(tanh) MLP, biases,
+learned absolute positions, no RoPE, no causal mask), the layout of ViT (Dosovitskiy et
+al. 2021) and of SigLIP's towers (Zhai et al. 2023). `VisionConfig` is reused by the
+PaliGemma captioner with `pooling: none` (every patch token goes to the decoder).
+
+Presets (`SigLIPConfig.preset(name)`):
+- siglip-tiny: 64 px images, 8 px patches, two 128-wide 4-layer towers (1.9M parameters);
+  trains on the shapes set on 2 CPU cores in minutes.
+- siglip-small: 64 px, 4 px patches (256 tokens), 384-wide 6-layer towers (24M); a GPU run.
+- siglip-base: the shape of google/siglip-base-patch16-224 (ViT-B/16, 224 px, 768 wide,
+  12 layers, 32000-token vocabulary, 64-token texts), (203M), for reference and export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.config import TransformerConfig
+from shared.errors import UserError
+
+
+def _positive(prefix: str, obj, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or value <= 0:
+            raise UserError(f"{prefix}.{name} must be a positive integer, got {value!r}")
+
+
+def _known(klass, d: dict, prefix: str) -> None:
+    unknown = set(d) - {f.name for f in dataclasses.fields(klass)}
+    if unknown:
+        raise UserError(f"unknown SigLIPConfig field(s): {', '.join(prefix + u for u in sorted(unknown))}")
+
+
+def _tower(dim, n_layers, n_heads, hidden_dim, norm_eps, max_seq_len) -> TransformerConfig:
+    """The bidirectional pre-LayerNorm stack both towers share (HF `SiglipEncoder` + final norm)."""
+    return TransformerConfig(
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        hidden_dim=hidden_dim,
+        mlp="gelu",
+        norm="layernorm",
+        norm_eps=norm_eps,
+        attn_bias=True,
+        out_bias=True,
+        gelu_approximate="tanh",
+        rope=False,
+        causal=False,
+        max_seq_len=max_seq_len,
+    )
+
+
+@dataclass
+class VisionConfig:
+    """The ViT image tower: patches -> Transformer -> pooled vector (or all patch tokens)."""
+
+    image_size: int = 64
+    """Side of the square input image in pixels; images are resized to it."""
+    patch_size: int = 8
+    """Side of one patch in pixels; the tower sees (image_size / patch_size)^2 tokens."""
+    dim: int = 128
+    """Width of the tower (patch embedding and residual stream)."""
+    n_layers: int = 4
+    """Transformer blocks."""
+    n_heads: int = 4
+    """Attention heads (must divide dim)."""
+    hidden_dim: int | None = None
+    """MLP hidden size (None: 4 * dim)."""
+    norm_eps: float = 1e-6
+    """LayerNorm epsilon (1e-6 as in SigLIP)."""
+    pooling: Literal["map", "none"] = "map"
+    """`map`: one vector per image by multihead attention pooling (SigLIP); `none`: all patch tokens."""
+
+    def __post_init__(self):
+        _positive("vision", self, ("image_size", "patch_size", "dim", "n_layers", "n_heads"))
+        if self.image_size % self.patch_size:
+            raise UserError(
+                f"vision.patch_size={self.patch_size} must divide vision.image_size={self.image_size}"
+            )
+        if self.dim % self.n_heads:
+            raise UserError(f"vision.n_heads={self.n_heads} must divide vision.dim={self.dim}")
+        if self.hidden_dim is None:
+            self.hidden_dim = 4 * self.dim
+        _positive("vision", self, ("hidden_dim",))
+        if self.pooling not in ("map", "none"):
+            raise UserError(f"vision.pooling must be 'map' or 'none', got {self.pooling!r}")
+
+    @property
+    def grid(self) -> int:
+        """Patches per side."""
+        return self.image_size // self.patch_size
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid**2
+
+    def transformer(self) -> TransformerConfig:
+        c = self
+        return _tower(c.dim, c.n_layers, c.n_heads, c.hidden_dim, c.norm_eps, self.n_patches)
+
+
+@dataclass
+class TextTowerConfig:
+    """The text tower: tokens + learned positions -> Transformer -> last position -> Linear."""
+
+    vocab_size: int = 512
+    """Embedding rows; at least the tokenizer's vocabulary (specials included)."""
+    max_len: int = 32
+    """Caption length in tokens: captions are padded (or cut) to exactly this length."""
+    dim: int = 128
+    """Width of the tower."""
+    n_layers: int = 4
+    """Transformer blocks."""
+    n_heads: int = 4
+    """Attention heads (must divide dim)."""
+    hidden_dim: int | None = None
+    """MLP hidden size (None: 4 * dim)."""
+    norm_eps: float = 1e-6
+    """LayerNorm epsilon."""
+
+    def __post_init__(self):
+        _positive("text", self, ("vocab_size", "max_len", "dim", "n_layers", "n_heads"))
+        if self.dim % self.n_heads:
+            raise UserError(f"text.n_heads={self.n_heads} must divide text.dim={self.dim}")
+        if self.hidden_dim is None:
+            self.hidden_dim = 4 * self.dim
+        _positive("text", self, ("hidden_dim",))
+
+    def transformer(self) -> TransformerConfig:
+        c = self
+        return _tower(c.dim, c.n_layers, c.n_heads, c.hidden_dim, c.norm_eps, c.max_len)
+
+
+@dataclass
+class SigLIPConfig:
+    """Two towers embedding images and texts in one space, trained by a pairwise loss."""
+
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    """The image tower."""
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    """The text tower."""
+    embed_dim: int | None = None
+    """Shared embedding size (None: vision.dim, the HF layout; another value adds an image projection,
+    which Hugging Face's SiglipModel lacks, so such a model cannot be exported)."""
+    loss: Literal["sigmoid", "softmax"] = "sigmoid"
+    """`sigmoid`: SigLIP's pairwise loss (Zhai et al. 2023); `softmax`: CLIP's (Radford et al. 2021)."""
+    init_t: float = math.log(10)
+    """Initial log-scale t: logits = exp(t) * cos + b (SigLIP: log 10; CLIP's softmax: log(1/0.07))."""
+    init_b: float = -10.0
+    """Initial bias b: with one positive per row among B, a strongly negative start keeps the loss
+    from spending its first steps pushing down the B - 1 negatives (SigLIP: -10)."""
+    name: str = field(default="siglip-tiny", compare=False)
+    """Run name (the log folder's name)."""
+
+    def __post_init__(self):
+        if isinstance(self.vision, dict):
+            self.vision = VisionConfig(**self.vision)
+        if isinstance(self.text, dict):
+            self.text = TextTowerConfig(**self.text)
+        if self.embed_dim is None:
+            self.embed_dim = self.vision.dim
+        _positive("config", self, ("embed_dim",))
+        if self.loss not in ("sigmoid", "softmax"):
+            raise UserError(f"loss must be 'sigmoid' or 'softmax', got {self.loss!r}")
+        if self.vision.pooling != "map":
+            raise UserError("vision.pooling must be 'map' for SigLIP (one vector per image)")
+        for name in ("init_t", "init_b"):
+            if not math.isfinite(getattr(self, name)):
+                raise UserError(f"{name} must be a finite number, got {getattr(self, name)}")
+
+    @property
+    def has_image_projection(self) -> bool:
+        return self.embed_dim != self.vision.dim
+
+    def to_dict(self) -> dict:
+        """Plain data (checkpoints load with torch.load(weights_only=True))."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SigLIPConfig:
+        """Inverse of `to_dict`; unknown fields are an error naming them."""
+        _known(cls, d, "")
+        _known(VisionConfig, d.get("vision", {}), "vision.")
+        _known(TextTowerConfig, d.get("text", {}), "text.")
+        return cls(**d)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> SigLIPConfig:
+        """A named configuration; `overrides` replace top-level fields (towers as dicts or configs)."""
+        if name not in PRESETS:
+            raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        p = PRESETS[name]
+        return cls(
+            **{
+                "vision": VisionConfig(**p["vision"]),
+                "text": TextTowerConfig(**p["text"]),
+                "name": name,
+                **overrides,
+            }
+        )
+
+
+PRESETS: dict[str, dict] = {
+    "siglip-tiny": {
+        "vision": dict(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
+        "text": dict(vocab_size=512, max_len=16, dim=128, n_layers=4, n_heads=4),
+    },
+    "siglip-small": {
+        "vision": dict(image_size=64, patch_size=4, dim=384, n_layers=6, n_heads=6),
+        "text": dict(vocab_size=512, max_len=16, dim=384, n_layers=6, n_heads=6),
+    },
+    "siglip-base": {
+        "vision": dict(image_size=224, patch_size=16, dim=768, n_layers=12, n_heads=12, hidden_dim=3072),
+        "text": dict(vocab_size=32000, max_len=64, dim=768, n_layers=12, n_heads=12, hidden_dim=3072),
+    },
+}

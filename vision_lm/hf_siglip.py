@@ -1,0 +1,192 @@
+"""Conversion between our `SigLIP` and Hugging Face `transformers.SiglipModel`.
+
+The layouts match one to one: the shared stack's `attn_norm`/`mlp_norm` are HF's
+`layer_norm1`/`layer_norm2`, `o_proj` is `out_proj`, the MLP's `up_proj`/`down_proj` are
+`fc1`/`fc2`, each tower's final norm is `post_layernorm` (image) or `final_layer_norm`
+(text), and t, b are `logit_scale`, `logit_bias`. The MAP head is stored exactly as HF's
+(`probe`, `attention.in_proj_weight`, ...). Strict both ways: a missing or unexpected key
+or a shape mismatch raises `UserError`. Exports are `model.safetensors` (metadata
+{"format": "pt"}) + `config.json`, read by `SiglipModel.from_pretrained(DIR)`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from shared.errors import UserError
+from shared.io import atomic_path, write_json_atomic
+from vision_lm.config import SigLIPConfig, TextTowerConfig, VisionConfig
+from vision_lm.siglip import SigLIP
+
+_RENAMES = [  # (ours, HF), applied in order to each dotted name
+    ("vision.patch_embed.", "vision_model.embeddings.patch_embedding."),
+    ("vision.pos_embed", "vision_model.embeddings.position_embedding.weight"),
+    ("vision.stack.norm.", "vision_model.post_layernorm."),
+    ("vision.stack.layers.", "vision_model.encoder.layers."),
+    ("vision.head.", "vision_model.head."),
+    ("text.token_embed.", "text_model.embeddings.token_embedding."),
+    ("text.pos_embed", "text_model.embeddings.position_embedding.weight"),
+    ("text.stack.norm.", "text_model.final_layer_norm."),
+    ("text.stack.layers.", "text_model.encoder.layers."),
+    ("text.head.", "text_model.head."),
+    (".attn_norm.", ".layer_norm1."),
+    (".mlp_norm.", ".layer_norm2."),
+    (".attn.o_proj.", ".self_attn.out_proj."),
+    (".attn.", ".self_attn."),
+    (".mlp.up_proj.", ".mlp.fc1."),
+    (".mlp.down_proj.", ".mlp.fc2."),
+]
+
+
+def hf_name(ours: str) -> str:
+    """Our parameter name -> the HF SiglipModel one (same for t and b)."""
+    for a, b in _RENAMES:
+        ours = ours.replace(a, b)
+    return ours
+
+
+def check_exportable(c: SigLIPConfig) -> None:
+    if c.has_image_projection:
+        raise UserError(
+            f"model '{c.name}' has embed_dim={c.embed_dim} != vision.dim={c.vision.dim}: HF SiglipModel "
+            "has no image projection, so it cannot be exported (set embed_dim to null)"
+        )
+
+
+def hf_config(c: SigLIPConfig, token_ids: dict[str, int] | None = None) -> dict:
+    """config.json of a `SiglipModel`; `token_ids` may give pad/bos/eos_token_id of our tokenizer."""
+    check_exportable(c)
+    v, t = c.vision, c.text
+    common = {"hidden_act": "gelu_pytorch_tanh", "attention_dropout": 0.0}
+    return {
+        "model_type": "siglip",
+        "architectures": ["SiglipModel"],
+        "initializer_factor": 1.0,
+        "torch_dtype": "float32",
+        "text_config": {
+            "model_type": "siglip_text_model",
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.dim,
+            "intermediate_size": t.hidden_dim,
+            "num_hidden_layers": t.n_layers,
+            "num_attention_heads": t.n_heads,
+            "max_position_embeddings": t.max_len,
+            "layer_norm_eps": t.norm_eps,
+            "projection_size": c.embed_dim,
+            **common,
+            "pad_token_id": None,  # HF's defaults are ids of its own 32000-token vocabulary
+            "bos_token_id": None,
+            "eos_token_id": None,
+            **(token_ids or {}),
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": v.dim,
+            "intermediate_size": v.hidden_dim,
+            "num_hidden_layers": v.n_layers,
+            "num_attention_heads": v.n_heads,
+            "num_channels": 3,
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "layer_norm_eps": v.norm_eps,
+            "vision_use_head": True,
+            **common,
+        },
+    }
+
+
+def config_from_hf(d: dict) -> SigLIPConfig:
+    """Our config from a SiglipModel config.json dict; what we cannot represent is a UserError."""
+    if d.get("model_type") != "siglip":
+        raise UserError(f"config.json model_type must be 'siglip', got {d.get('model_type')!r}")
+    t, v = d.get("text_config") or {}, d.get("vision_config") or {}
+    for name, sub in (("text_config", t), ("vision_config", v)):
+        act = sub.get("hidden_act", "gelu_pytorch_tanh")
+        if act != "gelu_pytorch_tanh":
+            raise UserError(f"{name}.hidden_act={act!r}: only gelu_pytorch_tanh is supported")
+    if not v.get("vision_use_head", True):
+        raise UserError("vision_config.vision_use_head=false: SigLIP needs the attention-pooling head")
+    size, patch = v.get("image_size", 224), v.get("patch_size", 16)
+    if isinstance(size, (list, tuple)) or isinstance(patch, (list, tuple)):
+        raise UserError("non-square image_size/patch_size lists are not supported")
+    th = t.get("hidden_size", 768)
+    vision = VisionConfig(
+        image_size=size,
+        patch_size=patch,
+        dim=v.get("hidden_size", 768),
+        n_layers=v.get("num_hidden_layers", 12),
+        n_heads=v.get("num_attention_heads", 12),
+        hidden_dim=v.get("intermediate_size", 3072),
+        norm_eps=v.get("layer_norm_eps", 1e-6),
+    )
+    text = TextTowerConfig(
+        vocab_size=t.get("vocab_size", 32000),
+        max_len=t.get("max_position_embeddings", 64),
+        dim=th,
+        n_layers=t.get("num_hidden_layers", 12),
+        n_heads=t.get("num_attention_heads", 12),
+        hidden_dim=t.get("intermediate_size", 3072),
+        norm_eps=t.get("layer_norm_eps", 1e-6),
+    )
+    proj = t.get("projection_size") or th
+    if proj != vision.dim:
+        raise UserError(f"text projection_size={proj} must equal the vision hidden_size={vision.dim}")
+    return SigLIPConfig(vision=vision, text=text, name="hf-siglip")
+
+
+def to_hf_state_dict(model: SigLIP) -> dict[str, torch.Tensor]:
+    check_exportable(model.config)
+    return {hf_name(k): v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> SigLIP:
+    """Our model from an HF SiglipModel state dict and its config.json dict (strict)."""
+    model = SigLIP(config_from_hf(hf_cfg))
+    names = {hf_name(k): k for k in model.state_dict()}
+    given = {k: v for k, v in state_dict.items() if not k.endswith("position_ids")}  # old buffers
+    missing, unexpected = sorted(set(names) - set(given)), sorted(set(given) - set(names))
+    if missing or unexpected:
+        raise UserError(
+            f"HF weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    own = model.state_dict()
+    ours = {}
+    for hf, k in names.items():
+        if given[hf].shape != own[k].shape:
+            raise UserError(
+                f"HF weight {hf} has shape {tuple(given[hf].shape)}, expected {tuple(own[k].shape)}"
+            )
+        ours[k] = given[hf]
+    model.load_state_dict(ours, strict=True)
+    return model
+
+
+def save_hf(model: SigLIP, out_dir: str | Path, token_ids: dict[str, int] | None = None) -> Path:
+    """Write `model.safetensors` + `config.json`, loadable by `transformers.SiglipModel.from_pretrained`."""
+    out = Path(out_dir)
+    cfg = hf_config(model.config, token_ids)
+    tensors = to_hf_state_dict(model)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_json_atomic(out / "config.json", cfg)
+    return out
+
+
+def load_hf(path: str | Path) -> SigLIP:
+    """Read a folder written by `save_hf` or by `SiglipModel.save_pretrained` (single file)."""
+    path = Path(path)
+    cfg_file, weights = path / "config.json", path / "model.safetensors"
+    for f in (cfg_file, weights):
+        if not f.is_file():
+            raise UserError(f"{f}: not found")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        tensors = load_file(str(weights))
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path}: unreadable export ({e})") from None
+    return from_hf(tensors, cfg)

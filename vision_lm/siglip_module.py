@@ -1,0 +1,240 @@
+"""`SigLIPModule`: the training system around `SigLIP` (loss, evaluation, logging, optimizer).
+
+Logged (DESIGN.md section 5): train/loss, train/temperature (exp(t), the cosine's
+multiplier, 10 at the start), train/bias (b), train/grad_norm, val/loss, and at the end of
+each validation: val/zero_shot_acc, val/recall@{1,5}_{i2t,t2i} and a sigmoid(logit) image
+of the first 16 pairs (val/similarity, TensorBoard). `test` evaluates the test split,
+which for the shapes set holds the held-out colour-shape combinations, as test/*.
+
+Zero-shot accuracy uses the images whose label names the whole image: with the shapes set,
+the one-shape scenes (their class is unambiguous; a busy scene has several right answers),
+classified among ALL classes, held-out ones included (`vision_lm/evaluation.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+
+from shared.errors import UserError
+from shared.optim import configure_adamw
+from shared.tokenizer import Tokenizer
+from vision_lm.config import SigLIPConfig
+from vision_lm.evaluation import embed_classes, pair_matrix, recall_at_k, zero_shot_accuracy
+from vision_lm.losses import contrastive_loss, gather, world
+from vision_lm.siglip import SigLIP
+from vision_lm.text_batch import TextEncoder
+
+
+class SigLIPModule(L.LightningModule):
+    def __init__(
+        self,
+        config: SigLIPConfig | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        lr_multipliers: dict[str, float] | None = None,
+        same_caption_positive: bool = True,
+        compile: bool = False,
+        similarity_images: int = 16,
+    ):
+        """
+        Args:
+            config: the model (defaults to the siglip-tiny preset's values).
+            optimizer: optimizer class and arguments (lr, betas, weight_decay); it receives our
+                parameter groups (no weight decay on norms, biases, t, b and embedding tables).
+            warmup_steps: linear warmup steps before the cosine decay.
+            min_lr_ratio: final learning rate as a fraction of the peak.
+            lr_multipliers: parameter-name prefix -> learning-rate factor, e.g. {"logit_": 10.0} lets t
+                (logit_scale) and b (logit_bias) move faster than Adam's ~lr per step would in a short run.
+            same_caption_positive: in the sigmoid loss, count two pairs with the same caption as
+                matches (the shapes set repeats captions; SigLIP proper: false).
+            compile: torch.compile the model (not the LightningModule).
+            similarity_images: pairs in the val/similarity image (0: none).
+        """
+        super().__init__()
+        self.config = config or SigLIPConfig()
+        self.save_hyperparameters(ignore=["optimizer", "config"])
+        self.hparams["config"] = self.config.to_dict()  # plain data: checkpoints load with weights_only
+        self.optimizer_factory = optimizer
+        self.model: SigLIP | None = None
+        self.last_loss: torch.Tensor | None = None
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def run_name(self) -> str:
+        return self.config.name
+
+    def configure_model(self) -> None:
+        """Build the model here, not in __init__, so FSDP can shard it as it is created."""
+        if self.model is not None:
+            return
+        self.model = SigLIP(self.config)
+        if self.hparams.compile:
+            self.model.compile()
+
+    def setup(self, stage: str) -> None:
+        dm = self._datamodule()
+        if dm is None or not hasattr(dm, "bind"):
+            return
+        dm.bind(self.config.vision.image_size, self.config.text.max_len)
+        dm.setup(stage)
+        if dm.tokenizer.vocab_size > self.config.text.vocab_size:
+            raise UserError(
+                f"the tokenizer has {dm.tokenizer.vocab_size} tokens but model.config.text.vocab_size is "
+                f"{self.config.text.vocab_size}; raise it to at least {dm.tokenizer.vocab_size}"
+            )
+
+    def count_batch(self, batch) -> dict[str, int]:
+        return {"images": batch["pixel_values"].shape[0]}
+
+    def forward(self, pixel_values, input_ids):
+        return self.model(pixel_values, input_ids)
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, img, txt, ids, across_ranks: bool) -> torch.Tensor:
+        m = self.model
+        same = ids if self.hparams.same_caption_positive else None
+        return contrastive_loss(self.config.loss, img, txt, m.logit_scale, m.logit_bias, same, across_ranks)
+
+    def training_step(self, batch, batch_idx):
+        img = self.model.encode_image(batch["pixel_values"])
+        txt = self.model.encode_text(batch["input_ids"])
+        loss = self._loss(img, txt, batch["input_ids"], across_ranks=True)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/temperature", self.model.logit_scale.detach().exp().squeeze())
+        self.log("train/bias", self.model.logit_bias.detach().squeeze())
+        self.last_loss = loss.detach()
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
+            if norms:
+                self.log("train/grad_norm", torch.stack(norms).norm(2))
+
+    def configure_optimizers(self):
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise UserError("set trainer.max_steps or trainer.max_epochs: the schedule needs a length")
+        return configure_adamw(
+            self.model,
+            self.optimizer_factory,
+            warmup_steps=self.hparams.warmup_steps,
+            total_steps=int(total),
+            min_lr_ratio=self.hparams.min_lr_ratio,
+            lr_multipliers=self.hparams.lr_multipliers,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch, split: str) -> None:
+        img = self.model.encode_image(batch["pixel_values"])
+        txt = self.model.encode_text(batch["input_ids"])
+        loss = self._loss(img, txt, batch["input_ids"], across_ranks=False)
+        self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True, batch_size=img.shape[0])
+        self._outputs.append((img.float(), txt.float(), batch["index"]))
+
+    def on_validation_epoch_end(self):
+        self._evaluate("val")
+
+    def on_test_epoch_end(self):
+        self._evaluate("test")
+
+    @torch.no_grad()
+    def _evaluate(self, split: str) -> None:
+        """Retrieval and zero-shot metrics over the whole split (every rank's share gathered)."""
+        dm = self._datamodule()
+        if not self._outputs or dm is None or not hasattr(dm, "records"):
+            self._outputs = []
+            return
+        img, txt, idx = (torch.cat(x) for x in zip(*self._outputs))
+        self._outputs = []
+        if world()[1] > 1:  # the sampler pads with repeats: gather, then keep each record once
+            img, txt, idx = gather(img, False), gather(txt, False), gather(idx, False)
+        first: dict[int, int] = {}  # record index -> its first row
+        for row, i in enumerate(idx.tolist()):
+            first.setdefault(i, row)
+        keep = torch.tensor([first[i] for i in sorted(first)], device=img.device)
+        img, txt = img[keep], txt[keep]  # (N, E) in record order
+        recs = [dm.records(split)[i] for i in sorted(first)]
+        img_rows, txt_rows, positives = pair_matrix([r.image for r in recs], [r.text for r in recs])
+        sim = img[img_rows] @ txt[txt_rows].T  # (I, T)
+        for name, value in recall_at_k(sim, positives).items():
+            self.log(f"{split}/{name}", value, sync_dist=True)  # the same on every rank: quiets Lightning
+        classes = dm.zero_shot_classes
+        where = {c: k for k, c in enumerate(classes)}
+        rows = [r for r in img_rows if recs[r].single and recs[r].label in where]
+        if rows:
+            encoder = TextEncoder(dm.tokenizer, self.config.text.max_len)
+            class_emb = embed_classes(self.model, encoder, classes, dm.zero_shot_templates)
+            labels = torch.tensor([where[recs[r].label] for r in rows])
+            self.log(
+                f"{split}/zero_shot_acc", zero_shot_accuracy(img[rows], labels, class_emb), sync_dist=True
+            )
+        self._log_similarity(split, img, txt, recs)
+
+    def _log_similarity(self, split, img, txt, recs) -> None:
+        k = min(self.hparams.similarity_images, len(recs))
+        tb = self._tensorboard()
+        if k == 0 or tb is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        probs = torch.sigmoid(self.model.logits(img[:k], txt[:k]))  # (k, k): rows images, columns texts
+        pixels = probs.repeat_interleave(8, 0).repeat_interleave(8, 1)[None]  # (1, 8k, 8k) grey image
+        tb.add_image(f"{split}/similarity", pixels.cpu(), self.global_step)
+        tb.add_text(
+            f"{split}/similarity_texts", "  \n".join(f"{i}. {r.text}" for i, r in enumerate(recs[:k]))
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_fit_start(self) -> None:
+        dm, log_dir = self._datamodule(), self.logger.log_dir if self.logger else None
+        if (
+            dm is not None
+            and getattr(dm, "tokenizer", None) is not None
+            and log_dir
+            and self.trainer.is_global_zero
+        ):
+            dm.tokenizer.save(Path(log_dir) / "tokenizer.json")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Self-contained checkpoints: model config, tokenizer and zero-shot templates as plain data."""
+        checkpoint["model_config"] = self.config.to_dict()
+        dm = self._datamodule()
+        if dm is not None and getattr(dm, "tokenizer", None) is not None:
+            checkpoint["tokenizer"] = dm.tokenizer.to_dict()
+            checkpoint["zero_shot_templates"] = dm.zero_shot_templates
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resume/evaluate with the checkpoint's tokenizer; a different one given explicitly is an error."""
+        dm, saved = self._datamodule(), checkpoint.get("tokenizer")
+        if dm is None or saved is None or not hasattr(dm, "set_tokenizer"):
+            return
+        tok = Tokenizer.from_dict(saved, source="checkpoint tokenizer")
+        if dm.tokenizer is not None and dm.tokenizer.sha256 == tok.sha256:
+            return
+        if dm.tokenizer is not None and not dm.tokenizer_trained:
+            raise UserError(
+                "data.tokenizer differs from the checkpoint's tokenizer; leave data.tokenizer unset"
+            )
+        dm.set_tokenizer(tok, trained=True)
+
+    def _datamodule(self):
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _tensorboard(self):
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None

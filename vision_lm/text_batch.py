@@ -1,0 +1,81 @@
+"""Token layouts of the vision track's texts, one function per mode.
+
+Contrastive (SigLIP's text tower pools the last position, so every text has the same
+fixed length; see `vision_lm/text_tower.py`):
+
+    "a small red circle"  ->  a  small  red  circle  <|eos|>  <|pad|> ... <|pad|>    (max_len ids)
+
+Captioning / VQA (the PaliGemma layout, Beyer et al. 2024; the image tokens come before
+these ids in the captioner, so position 0 here follows the last image token):
+
+    prefix "caption en"              suffix "a small red circle"
+    <|bos|> caption en <|sep|>  |  a small red circle <|eos|>  |  <|pad|> ...
+    `---- prefix_len = 4 ----'     `-- loss_mask = True ---'
+
+The prefix (with the image) is attended bidirectionally, the suffix causally (the
+prefix-LM mask, `shared/masks.py`), and only suffix tokens are predicted. VQA uses the
+prefix "answer en {question}" and the suffix `answer`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shared.tokenizer import Tokenizer
+
+CAPTION_PREFIX = "caption en"
+VQA_PREFIX = "answer en {question}"
+
+
+class TextEncoder:
+    """Encodes texts with a tokenizer, remembering each string (captions repeat a lot)."""
+
+    def __init__(self, tokenizer: Tokenizer, max_len: int):
+        self.tokenizer, self.max_len = tokenizer, max_len
+        self._cache: dict[str, list[int]] = {}
+        self.truncated = 0
+        """Texts cut to fit max_len so far."""
+
+    def ids(self, text: str) -> list[int]:
+        out = self._cache.get(text)
+        if out is None:
+            out = self._cache[text] = self.tokenizer.encode(text)
+        return out
+
+    def caption(self, text: str) -> list[int]:
+        """Contrastive layout: text + <|eos|>, cut or padded with <|pad|> to exactly max_len ids."""
+        tok = self.tokenizer
+        ids = self.ids(text) + [tok.eos_id]
+        if len(ids) > self.max_len:
+            self.truncated += 1
+            ids = ids[: self.max_len]
+        return ids + [tok.pad_id] * (self.max_len - len(ids))
+
+    def captions(self, texts: list[str]) -> torch.Tensor:
+        """(B, max_len) int64."""
+        return torch.tensor([self.caption(t) for t in texts], dtype=torch.long)
+
+    def prefix_suffix(self, prefix: str, suffix: str) -> tuple[list[int], int, list[bool]]:
+        """Captioning/VQA layout (module docstring): ids, prefix length, loss mask, each max_len long.
+
+        A text too long to fit loses the end of its suffix first (the prompt must survive).
+        """
+        tok = self.tokenizer
+        pre = [tok.bos_id] + self.ids(prefix) + [tok.token_id("<|sep|>")]
+        suf = self.ids(suffix) + [tok.eos_id]
+        if len(pre) + len(suf) > self.max_len:
+            self.truncated += 1
+            pre = pre[: self.max_len]
+            suf = suf[: self.max_len - len(pre)]
+        pad = self.max_len - len(pre) - len(suf)
+        mask = [False] * len(pre) + [True] * len(suf) + [False] * pad
+        return pre + suf + [tok.pad_id] * pad, len(pre), mask
+
+    def prefix_suffix_batch(self, prefixes: list[str], suffixes: list[str]) -> dict[str, torch.Tensor]:
+        """input_ids (B, max_len), prefix_len (B,), loss_mask (B, max_len) bool."""
+        rows = [self.prefix_suffix(p, s) for p, s in zip(prefixes, suffixes)]
+        return {
+            "input_ids": torch.tensor([r[0] for r in rows], dtype=torch.long),
+            "prefix_len": torch.tensor([r[1] for r in rows], dtype=torch.long),
+            "loss_mask": torch.tensor([r[2] for r in rows], dtype=torch.bool),
+        }
