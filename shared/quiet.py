@@ -35,6 +35,8 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
     # The model summary cannot estimate sizes under mixed precision; it still prints the table.
     warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
+    # `validate --ckpt_path` of a fit run logs elsewhere; only best_model_path matters there.
+    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in (

@@ -27,11 +27,13 @@ def generate_tokens(
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    vocab_limit: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """prompt (B, T0) -> yields the next token ids (B,) one step at a time.
 
     Stops after `max_new_tokens`, or when every row has produced `eos_id`. Without the cache
     (use_cache=False) each step re-runs the full sequence: the slow reference path.
+    vocab_limit: sample only ids below it (the tokenizer's size when the model's vocabulary is padded).
     """
     B, T0 = prompt.shape
     if T0 == 0:
@@ -47,6 +49,8 @@ def generate_tokens(
     logits = model(prompt, kv_caches=caches).logits[:, -1]
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     for step in range(max_new_tokens):
+        if vocab_limit is not None:
+            logits = logits[:, :vocab_limit]
         nxt = sample_next(logits, temperature, top_k, top_p, generator)
         if eos_id is not None:
             nxt = nxt.masked_fill(done, eos_id)

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         top_p=args.top_p,
         eos_id=tok.eos_id,
         generator=g,
+        vocab_limit=tok.vocab_size,
     )
     for t in stream:
         t = int(t)

@@ -162,7 +162,12 @@ class LanguageModelModule(L.LightningModule):
         self.model.eval()
         ids = torch.tensor([tok.encode(prompt)], device=self.device)
         g = torch.Generator(device=self.device).manual_seed(0)
-        new = [int(t) for t in generate_tokens(self.model, ids, n, temperature=0.8, top_k=50, generator=g)]
+        new = [
+            int(t)
+            for t in generate_tokens(
+                self.model, ids, n, temperature=0.8, top_k=50, generator=g, vocab_limit=tok.vocab_size
+            )
+        ]
         self.model.train(was_training)
         return prompt + tok.decode(new)
 

@@ -134,7 +134,10 @@ def test_ddp_two_cpu_processes_see_different_batches(data_dir, tmp_path):
     assert ranks[0]["batches"] != ranks[1]["batches"]
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs/text").glob("*.yaml")))
+CONFIGS = sorted(str(p.relative_to(ROOT / "configs/text")) for p in (ROOT / "configs/text").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
 def test_every_text_config_parses(config, data_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         text_lm(
@@ -149,3 +152,18 @@ def test_every_text_config_parses(config, data_dir, capsys):
         )
     assert exit_info.value.code == 0
     assert "model:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_text_config_instantiates_and_trains_a_step(config, data_dir, tmp_path):
+    """The YAML's own model (full size) on CPU: one fast_dev_run step on a 16-token window."""
+    text_lm(["fit", "-c", str(ROOT / "configs/text" / config), "--data.data_dir", str(data_dir),
+             "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32",
+             "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
+             "--trainer.enable_model_summary", "false", "--model.compile", "false",
+             "--model.sample_tokens", "4", "--data.seq_len", "16", "--data.batch_size", "1",
+             "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path),
+             "--trainer.callbacks+=batch_recorder.BatchRecorder", f"--trainer.callbacks.out_dir={tmp_path}",
+             "--trainer.callbacks.n=1"])  # fmt: skip
+    seen = json.loads((tmp_path / "rank0.json").read_text())
+    assert seen["world_size"] == 1 and len(seen["batches"][0][0]) == 8
