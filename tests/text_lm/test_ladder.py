@@ -1,0 +1,131 @@
+"""`text-lm ladder`: the rung configs change one thing each; a two-rung ladder runs end to end."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from text_lm.cli import main as text_lm
+from text_lm.config import LlamaConfig
+from text_lm.model import Llama
+
+ROOT = Path(__file__).resolve().parents[2]
+LADDER = ROOT / "configs/text/ladder"
+RUNGS = sorted(LADDER.glob("*.yaml"))
+PLAYS = ROOT / "data" / "shakespeare"
+TINY = [
+    "--model.config.vocab_size", "320", "--model.config.dim", "32", "--model.config.n_layers", "2",
+    "--model.config.max_seq_len", "32", "--model.sample_tokens", "4", "--data.seq_len", "32",
+    "--data.batch_size", "4", "--trainer.precision", "32", "--trainer.limit_val_batches", "2",
+    "--trainer.log_every_n_steps", "1", "--throughput.window", "1",
+]  # fmt: skip
+
+
+def differences(a, b, path=""):
+    """Dotted paths where two parsed YAML trees differ (a sub-tree present in one only is one place)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in differences(a.get(k), b.get(k), f"{path}.{k}")]
+    return [] if a == b else [path.lstrip(".")]
+
+
+def load(path: Path) -> dict:
+    cfg = yaml.safe_load(path.read_text())
+    cfg["model"]["config"].pop("name")
+    return cfg
+
+
+def test_six_rungs_each_change_one_thing():
+    assert [p.stem for p in RUNGS] == ["0-gpt2", "1-rmsnorm", "2-rope", "3-swiglu", "4-gqa", "5-moe"]
+    changed = [differences(load(a), load(b)) for a, b in zip(RUNGS, RUNGS[1:])]
+    assert changed == [
+        ["model.config.norm"],
+        ["model.config.position"],
+        ["model.config.mlp"],
+        ["model.config.n_kv_heads"],
+        ["model.config.moe"],
+    ]
+    # The ends of the ladder are the shipped presets: GPT-2 exactly, Llama-MoE up to its biases.
+    assert differences(load(RUNGS[0]), load(ROOT / "configs/text/gpt2-tiny.yaml")) == []
+    top = differences(load(RUNGS[-1]), load(ROOT / "configs/text/llama-moe-tiny.yaml"))
+    assert top == ["model.aux_loss_coef", "model.config.bias"]  # 0.01 is also the module's default
+
+
+def test_moe_rung_keeps_the_active_parameters():
+    with torch.device("meta"):
+        dense, moe = (Llama(LlamaConfig(**load(p)["model"]["config"])) for p in RUNGS[-2:])
+    assert moe.num_params() > 2.5 * dense.num_params()
+    assert moe.num_params(active=True) == pytest.approx(dense.num_params(active=True), rel=0.01)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "bpe"
+    subprocess.run(
+        [sys.executable, "-m", "text_lm.prepare", "--input", str(PLAYS / "sonnets_gut.txt"),
+         str(PLAYS / "lovers_complaint_gut.txt"), "--val-files", "lovers_complaint_gut.txt",
+         "--vocab-size", "320", "--out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def test_two_rung_ladder_writes_table_plot_json_and_tensorboard(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread each, steady on a busy machine
+    out = tmp_path / "ladder"
+    text_lm(["ladder", "--rungs", "0,5", "--budget-tokens", "2000", "--out", str(out), "--data-dir", str(data_dir),
+             *TINY])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "[ladder 1/2] 0-gpt2" in printed and "[ladder 2/2] 5-moe" in printed
+    data = json.loads((out / "ladder.json").read_text())
+    gpt2, moe = data["rungs"]
+    for r in (gpt2, moe):
+        assert r["steps"] == 16 and r["tokens"] == 2048  # ceil(2000 / (4 x 32)) steps
+        assert math.isfinite(r["val_bpb"]) and r["tokens_per_sec"] > 0 and r["peak_memory_bytes"] > 0
+        assert [p["step"] for p in r["curve"]] == [2, 4, 6, 8, 10, 12, 14, 16]  # 8 validations
+        assert list(Path(r["run"]).glob("version_0/events.out.tfevents.*"))
+    assert gpt2["kv_cache_bytes_per_token"] == 2 * 2 * 8 * 4 * 4  # K+V x layers x KV heads x head dim x fp32
+    assert moe["kv_cache_bytes_per_token"] == gpt2["kv_cache_bytes_per_token"] // 2  # GQA: 4 of 8 heads
+    assert moe["params_active"] < moe["params_total"]
+    table = (out / "ladder.md").read_text()
+    assert "| 0 GPT-2 baseline |" in table and "| 5 +MoE |" in table and "--budget-tokens 2000" in table
+    assert (out / "ladder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ladder-0-gpt2", "ladder-5-moe", "ladder.json", "ladder.md", "ladder.png"
+    ]  # fmt: skip
+
+    # One more rung with the same setup joins the table in ladder order; the others keep their rows.
+    text_lm(["ladder", "--rungs", "1", "--budget-tokens", "2000", "--out", str(out), "--data-dir", str(data_dir),
+             *TINY])  # fmt: skip
+    rungs = json.loads((out / "ladder.json").read_text())["rungs"]
+    assert [r["rung"] for r in rungs] == [0, 1, 5] and rungs[0] == gpt2
+    assert "command for rungs 0, 5: `text-lm ladder --rungs 0,5" in (out / "ladder.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget-tokens", "0"], "--budget-tokens must be positive"),
+        (["--budget-tokens", "5", "--budget-minutes", "1"], "not allowed with argument"),
+        (["--rungs", "0,9"], "no rung [9]"),
+        (["--bogus"], "unrecognized argument --bogus"),
+        (["--data-dir", "/nonexistent"], "text-lm prepare --out /nonexistent"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        text_lm(["ladder", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_bad_fit_override_is_one_line_before_any_training(data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        text_lm(["ladder", "--data-dir", str(data_dir), "--out", str(tmp_path), "--model.config.dimm", "3"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "0-gpt2.yaml" in err and "dimm" in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
