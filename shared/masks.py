@@ -13,6 +13,16 @@ whole prefix. Worked example, prefix_len = 3 (image, image, prompt), 2 suffix to
     s1           1  1  1  1  1
 
 Padding: `key_padding` (B, S) True for real tokens removes padded keys from every row.
+Worked example, batched generation (`vision_lm/caption_generate.py`): a prompt shorter than
+the longest is left-padded after the image, the whole prompt is the prefix (prefix_len = 4
+columns), then one generated token g0; key_padding = 1 0 1 1 1:
+
+          keys:  i0 pad p0 p1 g0
+    i0           1  0   1  1  0
+    pad          1  0   1  1  0      (a pad query still sees the image: no empty row, no NaN)
+    p0           1  0   1  1  0
+    p1           1  0   1  1  0
+    g0           1  0   1  1  1
 """
 
 from __future__ import annotations

@@ -1,19 +1,25 @@
-"""Rebuild a `SigLIP`, its tokenizer and its zero-shot templates from a checkpoint alone, safely.
+"""Rebuild a `SigLIP` or a `PaliGemma` (with its tokenizer) from a checkpoint alone, safely.
 
 `shared.checkpoint.read_checkpoint` loads with `torch.load(weights_only=True)`: tensors and
 plain containers only, so a checkpoint cannot run code; a truncated or foreign file is a
-`UserError` naming it.
+`UserError` naming it. Captioner checkpoints say so (`"model_type": "paligemma"`); SigLIP
+ones, older, carry no type.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from shared.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
-from vision_lm.config import SigLIPConfig
+from vision_lm.config import SigLIPConfig, VisionConfig
+from vision_lm.paligemma import PaliGemma
+from vision_lm.paligemma_config import PaliGemmaConfig
 from vision_lm.siglip import SigLIP
 
 
@@ -25,17 +31,72 @@ class Loaded:
     """Zero-shot prompt templates of the training data ("a small {}", "a large {}" for shapes)."""
 
 
-def siglip_from_checkpoint(path: str | Path) -> Loaded:
-    ckpt = read_checkpoint(path)
+@dataclass
+class LoadedCaptioner:
+    model: PaliGemma
+    tokenizer: Tokenizer | None
+
+
+def model_type(ckpt: dict) -> str:
+    """ "paligemma" or "siglip"."""
+    return "paligemma" if ckpt.get("model_type") == "paligemma" else "siglip"
+
+
+def _config_dict(ckpt: dict, path) -> dict:
     cfg = ckpt.get("model_config") or ckpt.get("hyper_parameters", {}).get("config")
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: no model config stored in the checkpoint")
+    return cfg
+
+
+def _tokenizer(ckpt: dict, path) -> Tokenizer | None:
+    return Tokenizer.from_dict(ckpt["tokenizer"], source=str(path)) if "tokenizer" in ckpt else None
+
+
+def siglip_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loaded:
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    if model_type(ckpt) != "siglip":
+        raise UserError(f"{path}: a {model_type(ckpt)} checkpoint, not a SigLIP one")
     try:
-        config = SigLIPConfig.from_dict(cfg)
+        config = SigLIPConfig.from_dict(_config_dict(ckpt, path))
     except (TypeError, UserError) as e:
         raise UserError(f"{path}: not a SigLIP checkpoint ({e})") from None
     model = SigLIP(config)
     load_state_strict(model, submodule_state(ckpt), str(path))
-    tok = Tokenizer.from_dict(ckpt["tokenizer"], source=str(path)) if "tokenizer" in ckpt else None
     templates = ckpt.get("zero_shot_templates") or ["{}"]
-    return Loaded(model.eval(), tok, list(templates))
+    return Loaded(model.eval(), _tokenizer(ckpt, path), list(templates))
+
+
+def captioner_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> LoadedCaptioner:
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
+    if model_type(ckpt) != "paligemma":
+        raise UserError(f"{path}: a SigLIP checkpoint, not a captioner (PaliGemma) one")
+    try:
+        config = PaliGemmaConfig.from_dict(_config_dict(ckpt, path))
+    except (TypeError, UserError) as e:
+        raise UserError(f"{path}: not a captioner checkpoint ({e})") from None
+    model = PaliGemma(config)
+    state = submodule_state(ckpt)
+    state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
+    load_state_strict(model, state, str(path))
+    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path))
+
+
+def vision_tower_state(path: str | Path, vision: VisionConfig) -> dict[str, torch.Tensor]:
+    """The image tower's weights (MAP head excluded) of a SigLIP or captioner checkpoint, checked
+    against `vision` (every field but `pooling` must agree)."""
+    ckpt = read_checkpoint(path)
+    saved = _config_dict(ckpt, path).get("vision")
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: no vision tower config in the checkpoint")
+    for f in dataclasses.fields(VisionConfig):
+        ours, theirs = getattr(vision, f.name), saved.get(f.name)
+        if f.name != "pooling" and ours != theirs:
+            raise UserError(
+                f"{path}: its vision.{f.name} is {theirs!r}, model.config.vision.{f.name} is {ours!r}"
+            )
+    return {
+        k.removeprefix("vision."): v
+        for k, v in submodule_state(ckpt).items()
+        if k.startswith("vision.") and not k.startswith("vision.head.")
+    }

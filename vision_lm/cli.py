@@ -3,11 +3,12 @@
     vision-lm make-shapes --out DIR          generate the synthetic shapes data set
     vision-lm fit|validate|test -c CONFIG    LightningCLI training / evaluation
     vision-lm zero-shot --checkpoint PATH --image FILE --labels "a,b,c"
+    vision-lm caption --checkpoint PATH --image FILE [--prompt TEXT]
     vision-lm export-hf --checkpoint PATH --out DIR
 
 Heavy imports (Lightning, transformers) happen only inside the commands that need them.
 The training commands take the system from the YAML (`model: class_path: ...`), so one
-command trains SigLIP today and the captioner later with the same data module.
+command trains SigLIP and the captioner with the same data module.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         from vision_lm.make_shapes_cli import main as run
     elif cmd == "zero-shot":
         from vision_lm.zero_shot_cli import main as run
+    elif cmd == "caption":
+        from vision_lm.caption_cli import main as run
     elif cmd == "export-hf":
         from vision_lm.export_cli import main as run
     elif cmd in TRAIN_COMMANDS:

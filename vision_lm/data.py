@@ -7,8 +7,10 @@ normalised to [-1, 1] (mean = std = 0.5, as SigLIP), texts tokenised by `text_ba
 
 Batches (dicts):
 - mode "contrastive": pixel_values (B, 3, S, S) float, input_ids (B, max_len), index (B,)
-- mode "captioning" / "vqa": pixel_values, input_ids, prefix_len (B,), loss_mask (B, max_len),
-  index (B,); prefixes "caption en" and "answer en {question}" (see `text_batch`).
+- mode "captioning" / "vqa" / "multitask": pixel_values, input_ids, prefix_len (B,),
+  loss_mask (B, max_len), task (B,) (0 caption, 1 vqa: `text_batch.TASKS`), index (B,);
+  prefixes "caption en" and "answer en {question}" (see `text_batch`). "multitask" shows each
+  image twice per epoch, once per task (once if its record has no question and answer).
 `index` is the record's position in its split, so evaluation can look texts and labels up.
 
 Tokenizer: `tokenizer` names a tokenizer.json; without one, a small byte-level BPE
@@ -34,15 +36,24 @@ from shared.errors import UserError
 from shared.tokenizer import Tokenizer
 from vision_lm.records import IMAGE_ERRORS, Record, Split, image_tensor, normalize, open_image, open_splits
 from vision_lm.shapes_scene import zero_shot_prompts
-from vision_lm.text_batch import CAPTION_PREFIX, VQA_PREFIX, TextEncoder
+from vision_lm.text_batch import CAPTION_PREFIX, TASKS, VQA_PREFIX, TextEncoder
 
-Mode = Literal["contrastive", "captioning", "vqa"]
+Mode = Literal["contrastive", "captioning", "vqa", "multitask"]
+MODE_TASKS = {"contrastive": ("caption",), "captioning": ("caption",), "vqa": ("vqa",), "multitask": TASKS}
 
 
 class ImageTextDataset(Dataset):
-    """One split's decodable images: item i -> (uint8 (3, S, S) pixels, i, record)."""
+    """One split's decodable images, each once per task: item -> (uint8 (3, S, S) pixels, record index,
+    record, task)."""
 
-    def __init__(self, split: Split, image_size: int, cache: bool = True, image_field: str = "image"):
+    def __init__(
+        self,
+        split: Split,
+        image_size: int,
+        cache: bool = True,
+        image_field: str = "image",
+        tasks: tuple[str, ...] = ("caption",),
+    ):
         self.image_size, self.cache, self.image_field = image_size, cache, image_field
         self.source = split.dataset
         n = len(split.records)
@@ -54,6 +65,12 @@ class ImageTextDataset(Dataset):
         self.unreadable = n - len(keep)
         self.records: list[Record] = [split.records[i] for i in keep]
         self.pixels = torch.stack([decoded[i] for i in keep]) if cache and keep else None  # (N, 3, S, S)
+        self.items = [  # (record index, task), tasks interleaved; VQA only where there is a question and answer
+            (k, task)
+            for k, rec in enumerate(self.records)
+            for task in tasks
+            if task != "vqa" or (rec.question and rec.answer)
+        ]
 
     def _decode(self, rec: Record) -> torch.Tensor | None:
         try:
@@ -62,11 +79,12 @@ class ImageTextDataset(Dataset):
             return None
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, j: int):
+        i, task = self.items[j]
         pixels = self.pixels[i] if self.pixels is not None else self._decode(self.records[i])
-        return pixels, i, self.records[i]
+        return pixels, i, self.records[i], task
 
 
 class Collate:
@@ -76,17 +94,21 @@ class Collate:
         self.encoder, self.mode = encoder, mode
 
     def __call__(self, items) -> dict[str, torch.Tensor]:
-        pixels, index, recs = zip(*items)
+        pixels, index, recs, tasks = zip(*items)
         batch = {"pixel_values": normalize(torch.stack(pixels)), "index": torch.tensor(index)}
-        return {**batch, **self.texts(recs)}
+        return {**batch, **self.texts(recs, tasks)}
 
-    def texts(self, recs) -> dict[str, torch.Tensor]:
+    def texts(self, recs, tasks) -> dict[str, torch.Tensor]:
         if self.mode == "contrastive":
             return {"input_ids": self.encoder.captions([r.text for r in recs])}
-        if self.mode == "captioning":
-            return self.encoder.prefix_suffix_batch([CAPTION_PREFIX] * len(recs), [r.text for r in recs])
-        prefixes = [VQA_PREFIX.format(question=r.question) for r in recs]
-        return self.encoder.prefix_suffix_batch(prefixes, [r.answer for r in recs])
+        vqa = [t == "vqa" for t in tasks]
+        prefixes = [
+            VQA_PREFIX.format(question=r.question) if q else CAPTION_PREFIX for r, q in zip(recs, vqa)
+        ]
+        suffixes = [r.answer if q else r.text for r, q in zip(recs, vqa)]
+        out = self.encoder.prefix_suffix_batch(prefixes, suffixes)
+        out["task"] = torch.tensor([TASKS.index(t) for t in tasks])
+        return out
 
 
 class ImageTextDataModule(L.LightningDataModule):
@@ -116,7 +138,8 @@ class ImageTextDataModule(L.LightningDataModule):
             tokenizer: a tokenizer.json to use; None trains one on the training texts.
             vocab_size: size of the tokenizer trained when `tokenizer` is None (fewer if the
                 texts run out of merges: the shapes captions use about 330).
-            mode: "contrastive" (SigLIP), "captioning" or "vqa" (the captioner's layouts).
+            mode: "contrastive" (SigLIP); "captioning", "vqa" or "multitask" (both: each image once
+                per task) for the captioner.
             cache_images: keep the decoded, resized images in memory (uint8, N * 3 * S * S bytes);
                 false decodes them again in each batch (every image is still checked once at setup).
             image_field: image column of a `datasets` dataset.
@@ -128,8 +151,8 @@ class ImageTextDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size <= 0:
             raise UserError(f"data.batch_size must be positive, got {batch_size}")
-        if mode not in ("contrastive", "captioning", "vqa"):
-            raise UserError(f"data.mode must be contrastive, captioning or vqa, got {mode!r}")
+        if mode not in MODE_TASKS:
+            raise UserError(f"data.mode must be one of {', '.join(MODE_TASKS)}, got {mode!r}")
         self.data_dir, self.batch_size, self.num_workers = data_dir, batch_size, num_workers
         self.image_size, self.max_len, self.mode = image_size, max_len, mode
         self.tokenizer_path, self.vocab_size, self.cache_images = tokenizer, vocab_size, cache_images
@@ -196,7 +219,13 @@ class ImageTextDataModule(L.LightningDataModule):
                 raise UserError(f"{self.data_dir}: no {split} split")
             if self.image_size is None or self.max_len is None:
                 raise UserError("data.image_size and data.max_len must be set (or bound to a model)")
-            ds = ImageTextDataset(self.splits[split], self.image_size, self.cache_images, self.image_field)
+            ds = ImageTextDataset(
+                self.splits[split],
+                self.image_size,
+                self.cache_images,
+                self.image_field,
+                MODE_TASKS[self.mode],
+            )
             if ds.unreadable:
                 rank_zero_warn(
                     f"{self.data_dir} {split}: skipped {ds.unreadable} unreadable or corrupt images"
@@ -204,7 +233,7 @@ class ImageTextDataModule(L.LightningDataModule):
             if not len(ds):
                 raise UserError(f"{self.data_dir}: the {split} split has no readable images")
             check = Collate(TextEncoder(self.tokenizer, self.max_len), self.mode)
-            check.texts(ds.records)  # encodes every text once: report the ones that will be cut
+            check.texts(*zip(*[(ds.records[i], t) for i, t in ds.items]))  # warn about texts that are cut
             if check.encoder.truncated:
                 n, m = check.encoder.truncated, self.max_len
                 rank_zero_warn(

@@ -1,35 +1,48 @@
-"""`vision-lm export-hf`: a SigLIP checkpoint -> a folder `transformers.SiglipModel` loads."""
+"""`vision-lm export-hf`: a checkpoint -> a folder Hugging Face transformers loads.
+
+SigLIP checkpoints become `transformers.SiglipModel`, captioner checkpoints
+`transformers.PaliGemmaForConditionalGeneration`, each giving the same outputs as ours.
+"""
 
 from __future__ import annotations
 
-import argparse
-
-from shared.errors import exit_on_user_error
+from shared.errors import ArgumentParser, exit_on_user_error
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="vision-lm export-hf",
         description="Write model.safetensors + config.json (+ our bpe_tokenizer.json) loadable by "
-        "transformers.SiglipModel.from_pretrained(DIR), giving the same embeddings and logits.",
+        "transformers.SiglipModel (a SigLIP checkpoint) or PaliGemmaForConditionalGeneration (a captioner "
+        "checkpoint) .from_pretrained(DIR), giving the same logits.",
     )
     p.add_argument("--checkpoint", required=True, help="a .ckpt written by `vision-lm fit`")
     p.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     args = p.parse_args(argv)
 
-    from vision_lm.checkpoint import siglip_from_checkpoint
-    from vision_lm.hf_siglip import save_hf
+    from shared.checkpoint import read_checkpoint
+    from vision_lm.checkpoint import captioner_from_checkpoint, model_type, siglip_from_checkpoint
 
-    loaded = siglip_from_checkpoint(args.checkpoint)
+    ckpt = read_checkpoint(args.checkpoint)
+    if model_type(ckpt) == "paligemma":
+        from vision_lm.hf_paligemma import save_hf
+
+        loaded = captioner_from_checkpoint(args.checkpoint, ckpt)
+    else:
+        from vision_lm.hf_siglip import save_hf
+
+        loaded = siglip_from_checkpoint(args.checkpoint, ckpt)
     tok = loaded.tokenizer
     ids = None
     if tok is not None:
         ids = {"pad_token_id": tok.pad_id, "bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id}
+        if model_type(ckpt) == "paligemma" and "<image>" in tok.special_tokens:
+            ids["image_token_index"] = tok.special_tokens["<image>"]  # the placeholder HF's processor writes
     out = save_hf(loaded.model, args.out, token_ids=ids)
     if tok is not None:
         tok.save(out / "bpe_tokenizer.json")  # our format (DESIGN.md section 3); tiktoken-compatible ranks
-    n = loaded.model.num_params() / 1e6
+    n = sum(p.numel() for p in loaded.model.parameters()) / 1e6
     print(f"exported {loaded.model.config.name} ({n:.1f}M parameters) to {out}")
 
 

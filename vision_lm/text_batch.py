@@ -14,7 +14,8 @@ these ids in the captioner, so position 0 here follows the last image token):
 
 The prefix (with the image) is attended bidirectionally, the suffix causally (the
 prefix-LM mask, `shared/masks.py`), and only suffix tokens are predicted. VQA uses the
-prefix "answer en {question}" and the suffix `answer`.
+prefix "answer en {question}" and the suffix `answer`. A batch may mix both tasks; its
+`task` tensor says which each row is (an index into `TASKS`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from shared.tokenizer import Tokenizer
 
 CAPTION_PREFIX = "caption en"
 VQA_PREFIX = "answer en {question}"
+TASKS = ("caption", "vqa")
+"""Row kinds of a captioning/VQA batch; `batch["task"]` holds the index."""
 
 
 class TextEncoder:

@@ -1,0 +1,114 @@
+"""`vision-lm caption`: caption an image, or answer a question about it, with a trained captioner.
+
+Prints the generated text alone, one line per image. The prompt is that of training:
+"caption en" (the default) for a caption, "answer en <question>" for a question
+(`--question Q` is a shorthand). Several images are decoded together as one batch; give
+one `--prompt` for all of them or one per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from shared.errors import UserError, exit_on_user_error
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vision-lm caption",
+        description="Generate a caption (or an answer) for images with a captioner checkpoint; prints the "
+        "generated text alone, one line per image.",
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="a .ckpt written by `vision-lm fit` with a captioner config"
+    )
+    p.add_argument(
+        "--image", required=True, nargs="+", metavar="FILE", help="image file(s) (any Pillow format)"
+    )
+    p.add_argument(
+        "--prompt",
+        action="append",
+        metavar="TEXT",
+        help='"caption en" (default) or "answer en QUESTION"; once for all images or once per image',
+    )
+    p.add_argument("--question", metavar="Q", help='shorthand for --prompt "answer en Q"')
+    p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate at most (default 32)")
+    p.add_argument(
+        "--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy (default)"
+    )
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    p.add_argument(
+        "--top-p", type=float, default=None, help="nucleus sampling: smallest set with probability >= p"
+    )
+    p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible samples")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...); default cpu")
+    return p
+
+
+def prompts_for(args) -> list[str]:
+    """One prompt per image, checked."""
+    if args.question is not None and args.prompt:
+        raise UserError("give --prompt or --question, not both")
+    prompts = [f"answer en {args.question}"] if args.question is not None else (args.prompt or ["caption en"])
+    prompts = [" ".join(p.split()) for p in prompts]
+    if not all(prompts):
+        raise UserError("the prompt is empty (use 'caption en' or 'answer en QUESTION')")
+    if len(prompts) == 1:
+        return prompts * len(args.image)
+    if len(prompts) != len(args.image):
+        raise UserError(f"{len(prompts)} prompts for {len(args.image)} images: give one, or one per image")
+    return prompts
+
+
+def check(args) -> None:
+    if args.max_new_tokens <= 0:
+        raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k <= 0:
+        raise UserError(f"--top-k must be positive, got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    check(args)
+    prompts = prompts_for(args)
+    import torch
+
+    from vision_lm.caption_generate import caption_images
+    from vision_lm.checkpoint import captioner_from_checkpoint
+    from vision_lm.records import load_image_file
+
+    loaded = captioner_from_checkpoint(args.checkpoint)
+    if loaded.tokenizer is None:
+        raise UserError(f"{args.checkpoint}: no tokenizer stored in the checkpoint")
+    try:
+        device = torch.device(args.device)
+        model = loaded.model.to(device)
+    except (RuntimeError, AssertionError) as e:
+        raise UserError(f"--device {args.device}: not usable here ({str(e).splitlines()[0]})") from None
+    size = model.config.vision.image_size
+    pixels = torch.cat([load_image_file(f, size) for f in args.image]).to(device)
+    generator = None
+    if args.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+    texts = caption_images(
+        model,
+        loaded.tokenizer,
+        pixels,
+        prompts,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        generator=generator,
+    )
+    for text in texts:
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

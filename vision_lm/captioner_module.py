@@ -1,0 +1,234 @@
+"""`CaptionerModule`: the training system around `PaliGemma` (loss, generation metrics, logging, optimizer).
+
+Training: teacher-forced next-token cross-entropy on the suffix only (`suffix_loss`), over
+batches of the `ImageTextDataModule` in mode "captioning", "vqa" or "multitask" (both).
+
+Logged (DESIGN.md section 5): train/loss, train/grad_norm, val/loss, and, from texts
+generated greedily for every validation example (KV-cached, `caption_generate.py`):
+- val/caption_exact: share of captions generated exactly (string equality);
+- val/bleu: corpus BLEU-4 of the generated captions against the true ones (torchmetrics);
+- val/vqa_acc: share of answers generated exactly;
+- samples/captions: a TensorBoard image of a few examples with generated and true texts.
+`test` does the same on the test split (for the shapes set: scenes with held-out
+colour-shape pairs) as test/*.
+
+The image tower may start from a trained SigLIP (`vision_init_from`) and learn more slowly
+than the rest (`vision_lr_multiplier`), as PaliGemma's first stage does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import MeanMetric
+from torchmetrics.text import BLEUScore
+
+from shared.errors import UserError
+from shared.optim import configure_adamw
+from vision_lm.caption_generate import generate
+from vision_lm.caption_grid import caption_grid
+from vision_lm.paligemma import PaliGemma, suffix_loss
+from vision_lm.paligemma_config import PaliGemmaConfig
+from vision_lm.system_hooks import TokenizerHooks
+from vision_lm.text_batch import TASKS
+
+CAPTION, VQA = TASKS.index("caption"), TASKS.index("vqa")
+
+
+class CaptionerModule(TokenizerHooks, L.LightningModule):
+    def __init__(
+        self,
+        config: PaliGemmaConfig | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        vision_lr_multiplier: float = 1.0,
+        vision_init_from: str | None = None,
+        compile: bool = False,
+        max_new_tokens: int = 24,
+        sample_images: int = 8,
+    ):
+        """
+        Args:
+            config: the model (defaults: the CPU model of configs/vision/paligemma-shapes.yaml).
+            optimizer: optimizer class and arguments (lr, betas, weight_decay); it receives our
+                parameter groups (no weight decay on norms, biases and the embedding table).
+            warmup_steps: linear warmup steps before the cosine decay.
+            min_lr_ratio: final learning rate as a fraction of the peak.
+            vision_lr_multiplier: learning-rate factor of the image tower (e.g. 0.1 to keep most of
+                a pretrained SigLIP tower; 0 freezes it).
+            vision_init_from: a SigLIP (or captioner) checkpoint whose image tower initialises ours
+                when fitting; its vision config must equal model.config.vision (pooling aside).
+            compile: torch.compile the model (not the LightningModule).
+            max_new_tokens: tokens generated at most per validation/test example.
+            sample_images: examples shown in samples/captions (0: none).
+        """
+        super().__init__()
+        if vision_lr_multiplier < 0:
+            raise UserError(f"vision_lr_multiplier must be >= 0, got {vision_lr_multiplier}")
+        if max_new_tokens <= 0:
+            raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        self.config = config or PaliGemmaConfig()
+        self.save_hyperparameters(ignore=["optimizer", "config"])
+        self.hparams["config"] = self.config.to_dict()  # plain data: checkpoints load with weights_only
+        self.optimizer_factory = optimizer
+        self.model: PaliGemma | None = None
+        self.caption_exact, self.vqa_acc, self.bleu = MeanMetric(), MeanMetric(), BLEUScore(n_gram=4)
+        self._counts = torch.zeros(2, dtype=torch.long)  # (captions, answers) scored this epoch
+        self._samples: list[tuple] = []
+
+    @property
+    def run_name(self) -> str:
+        return self.config.name
+
+    def configure_model(self) -> None:
+        """Build the model here, not in __init__, so FSDP can shard it as it is created."""
+        if self.model is not None:
+            return
+        self.model = PaliGemma(self.config)
+        path = self.hparams.vision_init_from
+        if path and self._trainer is not None and self.trainer.state.fn == "fit":
+            from vision_lm.checkpoint import vision_tower_state
+
+            state = vision_tower_state(path, self.config.vision)  # a resumed run then loads its own weights
+            missing, unexpected = self.model.vision.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise UserError(f"{path}: image tower weights do not fit (missing {missing[:3]})")
+            rank_zero_info(f"image tower initialised from {path} ({len(state)} tensors)")
+        if self.hparams.compile:
+            self.model.compile()
+
+    def setup(self, stage: str) -> None:
+        dm = self._datamodule()
+        if dm is None or not hasattr(dm, "bind"):
+            return
+        if dm.mode == "contrastive":
+            raise UserError("the captioner needs data.mode captioning, vqa or multitask (got contrastive)")
+        dm.bind(self.config.vision.image_size, self.config.decoder.max_len)
+        dm.setup(stage)
+        vocab = self.config.decoder.vocab_size
+        if dm.tokenizer.vocab_size > vocab:
+            raise UserError(
+                f"the tokenizer has {dm.tokenizer.vocab_size} tokens but model.config.decoder.vocab_size "
+                f"is {vocab}; raise it to at least {dm.tokenizer.vocab_size}"
+            )
+
+    def count_batch(self, batch) -> dict[str, int]:
+        B, T = batch["input_ids"].shape
+        return {"images": B, "tokens": B * (T + self.config.n_image_tokens)}
+
+    def forward(self, pixel_values, input_ids, prefix_len):
+        return self.model(pixel_values, input_ids, prefix_len)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch, batch_idx):
+        logits = self.model(batch["pixel_values"], batch["input_ids"], batch["prefix_len"])
+        loss = suffix_loss(logits, batch["input_ids"], batch["loss_mask"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
+            if norms:
+                self.log("train/grad_norm", torch.stack(norms).norm(2))
+
+    def configure_optimizers(self):
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise UserError("set trainer.max_steps or trainer.max_epochs: the schedule needs a length")
+        factor = self.hparams.vision_lr_multiplier
+        if factor == 0:
+            self.model.vision.requires_grad_(False)
+        return configure_adamw(
+            self.model,
+            self.optimizer_factory,
+            warmup_steps=self.hparams.warmup_steps,
+            total_steps=int(total),
+            min_lr_ratio=self.hparams.min_lr_ratio,
+            lr_multipliers={"vision.": factor} if factor not in (0, 1) else None,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch, split: str) -> None:
+        pixels, ids, prefix_len = batch["pixel_values"], batch["input_ids"], batch["prefix_len"]
+        img = self.model.encode_image(pixels)
+        loss = suffix_loss(self.model(pixels, ids, prefix_len, image_tokens=img), ids, batch["loss_mask"])
+        self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True, batch_size=ids.shape[0])
+        if self.trainer.sanity_checking:
+            return  # an untrained model's texts say nothing; spare the time
+        tok = self._datamodule().tokenizer
+        rows, cut, masks = ids.tolist(), prefix_len.tolist(), batch["loss_mask"].tolist()
+        prompts = [row[:n] for row, n in zip(rows, cut)]
+        new = generate(
+            self.model,
+            pixels,
+            prompts,
+            self.hparams.max_new_tokens,
+            tok.eos_id,
+            tok.pad_id,
+            image_tokens=img,
+            vocab_limit=tok.vocab_size,
+        )
+        preds = [tok.decode(r).strip() for r in new]
+        truths = [
+            tok.decode([i for i, m in zip(r, m) if m and i != tok.eos_id]).strip()
+            for r, m in zip(rows, masks)
+        ]
+        for b, task in enumerate(batch["task"].tolist()):
+            hit = float(preds[b] == truths[b])
+            (self.caption_exact if task == CAPTION else self.vqa_acc).update(hit)
+            self._counts[task] += 1
+            if task == CAPTION:
+                self.bleu.update([preds[b]], [[truths[b]]])
+            if self._want_sample(task):
+                prompt = tok.decode(prompts[b][1:-1])
+                self._samples.append((pixels[b].cpu(), prompt, preds[b], truths[b], task))
+
+    def _want_sample(self, task: int) -> bool:
+        """Up to sample_images examples, half captions and half answers when the data has both."""
+        k = self.hparams.sample_images
+        share = (k + 1) // 2 if self._datamodule().mode == "multitask" else k
+        return len(self._samples) < k and sum(s[-1] == task for s in self._samples) < share
+
+    def on_validation_epoch_end(self):
+        self._log_generation("val")
+
+    def on_test_epoch_end(self):
+        self._log_generation("test")
+
+    def _log_generation(self, split: str) -> None:
+        counts = self.all_gather(self._counts.to(self.device))  # every rank gets the same totals
+        counts = counts.sum(0) if counts.dim() > 1 else counts
+        if counts[CAPTION] > 0:
+            self.log(f"{split}/caption_exact", self.caption_exact.compute(), sync_dist=True)
+            self.log(f"{split}/bleu", self.bleu.compute(), sync_dist=True)
+        if counts[VQA] > 0:
+            self.log(f"{split}/vqa_acc", self.vqa_acc.compute(), sync_dist=True)
+        for metric in (self.caption_exact, self.vqa_acc, self.bleu):
+            metric.reset()
+        self._counts.zero_()
+        samples, self._samples = self._samples, []
+        tb = self._tensorboard()
+        if samples and tb is not None and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            px, prompts, preds, truths, _ = zip(*samples)
+            tb.add_image(
+                "samples/captions", caption_grid(torch.stack(px), prompts, preds, truths), self.global_step
+            )
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Self-contained checkpoints: model type, model config and tokenizer as plain data."""
+        checkpoint["model_type"] = "paligemma"
+        checkpoint["model_config"] = self.config.to_dict()
+        self.save_tokenizer(checkpoint)
