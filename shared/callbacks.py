@@ -41,19 +41,37 @@ class Throughput(L.Callback):
 
 
 class NonFiniteGuard(L.Callback):
-    """Stop (or skip the step) when the training loss is NaN or infinite.
+    """Stop (or skip the step) when the training loss or the gradients are NaN or infinite.
 
-    Stopping happens before the optimizer step, so no NaN ever reaches the weights and the
-    last checkpoint on disk stays the last good one. `skip=True` zeroes the gradients of the
-    bad step instead and carries on; `max_skips` consecutive bad steps still stop the run.
+    The losses of every micro-batch are checked as they are backpropagated, the gradients
+    just before the optimizer step (skipped under a fp16 GradScaler, which handles overflow
+    itself). Stopping happens before the optimizer step, so no NaN ever reaches the weights
+    and the last checkpoint on disk stays the last good one (the command exits 3, naming the
+    step). `skip=True` drops the gradients of a bad step instead and carries on;
+    `max_skips` consecutive bad steps still stop the run.
     """
 
     def __init__(self, skip: bool = False, max_skips: int = 5):
+        """
+        Args:
+            skip: skip a step whose loss or gradients are not finite instead of stopping.
+            max_skips: with skip, stop anyway after this many bad steps in a row.
+        """
         self.skip, self.max_skips, self._bad = skip, max_skips, 0
+        self._bad_loss: float | None = None
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        if self._bad_loss is None and not torch.isfinite(loss.detach()).all():
+            self._bad_loss = loss.detach().float().mean().item()
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        loss = getattr(pl_module, "last_loss", None)
-        if loss is None or torch.isfinite(loss).all():
+        problem = None
+        if self._bad_loss is not None:
+            problem = f"non-finite training loss ({self._bad_loss})"
+        elif getattr(trainer.precision_plugin, "scaler", None) is None and not _finite_grads(optimizer):
+            problem = "non-finite gradients"
+        self._bad_loss = None
+        if problem is None:
             self._bad = 0
             return
         self._bad += 1
@@ -62,9 +80,16 @@ class NonFiniteGuard(L.Callback):
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     p.grad = None
-            pl_module.print(f"warning: non-finite loss at step {step}; step skipped")
+            pl_module.print(f"warning: {problem} at step {step}; step skipped")
             return
         raise FloatingPointError(
-            f"non-finite training loss ({loss.item()}) at step {step}; stopping before the weights are "
-            "touched. The last checkpoint is intact: lower the learning rate or resume from it."
+            f"{problem} at step {step}; stopped before the weights were touched. The last checkpoint "
+            "is intact: lower the learning rate and resume from it, or pass --nonfinite.skip true"
         )
+
+
+def _finite_grads(optimizer) -> bool:
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.stack([n.float() for n in torch._foreach_norm(grads)]).isfinite().all())

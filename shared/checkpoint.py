@@ -8,6 +8,8 @@ their model config and tokenizer as plain dicts for exactly this reason.
 from __future__ import annotations
 
 import os
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -19,16 +21,41 @@ from shared.errors import UserError
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a Lightning checkpoint with weights_only=True; a clear error for bad files."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: checkpoint not found")
+    check_checkpoint_file(p)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, not a checkpoint, or an object weights_only refuses
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"{p}: not a readable checkpoint ({first[:160]})") from None
+    except Exception as e:  # a corrupt member, or an object weights_only refuses
+        raise UserError(f"{p}: {load_error(e)}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{p}: not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """Cheap checks before loading: the file exists and is a complete torch zip archive.
+
+    A truncated file has lost the zip's central directory (it sits at the end), so this
+    catches interrupted copies, downloads and saves without reading the whole file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: checkpoint not found")
+    if not p.is_file():
+        raise UserError(f"{p}: is a folder, not a checkpoint file")
+    if not zipfile.is_zipfile(p):
+        raise UserError(f"{p}: not a readable checkpoint (truncated, or not a file written by torch.save)")
+
+
+def load_error(e: Exception) -> str:
+    """What went wrong in `torch.load(weights_only=True)`, in a few words."""
+    refused = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", str(e))
+    if refused:
+        return (
+            f"refused: it holds a Python object ({refused.group(1)}) that could run code when loaded; "
+            "only tensors and plain data are accepted"
+        )
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return f"not a readable checkpoint ({first[:160]})"
 
 
 def submodule_state(ckpt: dict, prefix: str = "model.") -> dict[str, torch.Tensor]:

@@ -5,16 +5,26 @@ It fixes the known pitfalls once:
   moves logs and checkpoints together and configs never hard-code a `save_dir`;
 - ModelCheckpoint (last + best by `val/loss`), LearningRateMonitor, Throughput and
   NonFiniteGuard always present and configurable (`--checkpoint.*`, `--nonfinite.*`);
+- checkpoints written atomically (`shared/checkpoint_io.py`), so a kill never leaves a
+  `last.ckpt` that cannot be loaded, and read with `weights_only=True`;
+- `--ckpt_path last` resumes the newest run folder `<root>/<name>/version_N` and keeps logging
+  into it (Lightning alone would look in a fresh `version_N+1` and start from scratch);
 - the config saved beside the logs, overwritten on resume;
-- user mistakes (`UserError`) end with one line on stderr and exit 2.
+- user mistakes (`UserError`, a bad flag or value, an unreadable `--ckpt_path`) end with one
+  line on stderr and exit 2, and a run that failed before its first checkpoint leaves no
+  run folder behind; a non-finite loss exits 3 (`NonFiniteGuard`).
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 from shared.errors import UserError
 from shared.quiet import quiet
+
+CKPT_KEYWORDS = ("last", "best", "hpc")
 
 
 def run_cli(
@@ -27,11 +37,17 @@ def run_cli(
     """subclass_mode_model=True: the YAML picks the system (`model: class_path: ...`) among subclasses
     of `module_cls` (the vision track: SigLIP or the captioner)."""
     quiet()
+    from jsonargparse import ArgumentError
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from shared.callbacks import NonFiniteGuard, Throughput
+    from shared.checkpoint import check_checkpoint_file, load_error
+    from shared.checkpoint_io import AtomicCheckpointIO, newest_run
+
+    new_run_dirs: list[Path] = []  # run folders this command creates: removed again if it fails early
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
@@ -51,15 +67,58 @@ def run_cli(
             parser.add_lightning_class_args(Throughput, "throughput")
             parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
 
+        def _parse_ckpt_path(self) -> None:
+            """Lightning reads the hyper-parameters of `--ckpt_path` right after parsing: check the file
+            first, so a missing or truncated one is one line naming it, not a torch traceback."""
+            sub = self.config.get("subcommand")
+            path = self.config[sub].get("ckpt_path") if sub else None
+            if path and path not in CKPT_KEYWORDS:
+                check_checkpoint_file(path)
+                try:
+                    super()._parse_ckpt_path()
+                except ArgumentError as e:
+                    raise UserError(
+                        f"{path}: its hyper-parameters do not fit `{prog} {sub}` ({_line(e)})"
+                    ) from None
+                except Exception as e:  # torch.load: corrupt member, weights_only refusal
+                    raise UserError(f"{path}: {load_error(e)}") from None
+
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
+            if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
+                trainer.strategy.checkpoint_io = AtomicCheckpointIO()
             cfg = self.config[self.subcommand] if self.subcommand else self.config
+            self._resume_from = None
             if cfg.trainer.logger in (None, True):  # the default logger: ours, under default_root_dir
                 name = getattr(self.model, "run_name", type(self.model).__name__)
-                trainer.loggers = [
-                    TensorBoardLogger(trainer.default_root_dir, name=name, default_hp_metric=False)
-                ]
+                version = self._resolve_last(cfg, trainer.default_root_dir, name)
+                logger = TensorBoardLogger(
+                    trainer.default_root_dir, name=name, version=version, default_hp_metric=False
+                )
+                trainer.loggers = [logger]
+                new_run_dirs.extend(_first_missing(Path(logger.log_dir)))
             return trainer
+
+        def _resolve_last(self, cfg, root: str, name: str) -> int | None:
+            """For `--ckpt_path last`: the run version to log into (fit) and the checkpoint to load."""
+            if cfg.get("ckpt_path") != "last" or cfg.get("checkpoint", {}).get("dirpath"):
+                return None  # an explicit path, or a dirpath Lightning searches itself
+            found = newest_run(root, name)
+            if found is None:
+                if self.subcommand == "fit":  # nothing to resume yet: Lightning warns and starts afresh
+                    return None
+                raise UserError(
+                    f"--ckpt_path last: no last.ckpt in the newest run folder under {root}/{name}"
+                )
+            version, self._resume_from = found
+            print(f"resuming from {self._resume_from}", file=sys.stderr)
+            return version if self.subcommand == "fit" else None  # evaluations log in a folder of their own
+
+        def _use_resolved_ckpt(self) -> None:
+            if getattr(self, "_resume_from", None) is not None:
+                self.config_init[self.subcommand]["ckpt_path"] = str(self._resume_from)
+
+        before_fit = before_validate = before_test = before_predict = _use_resolved_ckpt
 
     try:
         CLI(
@@ -68,12 +127,49 @@ def run_cli(
             subclass_mode_model=subclass_mode_model,
             args=args,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": prog, "default_env": False},
+            parser_kwargs={"prog": prog, "default_env": False, "exit_on_error": False},
             trainer_defaults={"default_root_dir": "runs"},
         )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FloatingPointError as e:
+    except FloatingPointError as e:  # NonFiniteGuard: the run's logs and checkpoints stay
         print(f"error: {e}", file=sys.stderr)
         sys.exit(3)
+    except Exception as e:
+        user = _user_error(e)
+        if user is None and not isinstance(e, ArgumentError):
+            raise
+        for folder in new_run_dirs:
+            _remove_if_no_checkpoint(folder)
+        print(f"error: {_line(user or e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _user_error(e: BaseException | None) -> UserError | None:
+    """The UserError behind `e`: jsonargparse wraps the ones our configs raise while it instantiates them."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, UserError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _line(e: BaseException, limit: int = 400) -> str:
+    """An exception as one line (jsonargparse messages span several)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _first_missing(folder: Path) -> list[Path]:
+    """The outermost of `folder` and its parents that does not exist yet (what a run would create)."""
+    top = None
+    while not folder.exists():
+        top, folder = folder, folder.parent
+    return [top] if top is not None else []
+
+
+def _remove_if_no_checkpoint(folder: Path) -> None:
+    """Delete a folder that a failed command created, unless it holds a checkpoint, so mistakes leave
+    nothing that looks like a run."""
+    if folder.is_dir() and not any(folder.rglob("*.ckpt")):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -7,6 +7,7 @@ their work in `exit_on_user_error`, which prints `error: <message>` and exits 2.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -17,6 +18,14 @@ F = TypeVar("F", bound=Callable)
 
 class UserError(ValueError):
     """A mistake in the user's input. The message names the file, field or value."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the same one-line errors (argparse prints its usage block and `prog: error:`)."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
 
 
 def exit_on_user_error(fn: F) -> F:

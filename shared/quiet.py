@@ -19,10 +19,9 @@ class _DropTips(logging.Filter):
 
 
 def quiet() -> None:
+    """Idempotent. The warning filters are re-applied on every call: a `warnings.catch_warnings()`
+    block around an earlier call (tests, notebooks) restores the old filters when it exits."""
     global _DONE
-    if _DONE:
-        return
-    _DONE = True
     # torch 2.13 + Lightning 2.6: emitted on every fit, harmless.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
     # On CPU-only machines workers are often deliberately 0; the hint is noise there.
@@ -37,6 +36,9 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=r".*is not supported by the model summary.*")
     # `validate --ckpt_path` of a fit run logs elsewhere; only best_model_path matters there.
     warnings.filterwarnings("ignore", message=r".*The dirpath has changed from.*")
+    if _DONE:
+        return
+    _DONE = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in (

@@ -16,7 +16,11 @@ def model_from_checkpoint(path: str | Path) -> tuple[Llama, Tokenizer | None]:
     cfg = ckpt.get("model_config") or ckpt.get("hyper_parameters", {}).get("config")
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: no model config stored in the checkpoint")
-    model = Llama(LlamaConfig.from_dict(cfg))
+    try:
+        config = LlamaConfig.from_dict(cfg)
+    except (TypeError, UserError) as e:
+        raise UserError(f"{path}: not a text-lm checkpoint ({e})") from None
+    model = Llama(config)
     load_state_strict(model, submodule_state(ckpt), str(path))
     tok = Tokenizer.from_dict(ckpt["tokenizer"], source=str(path)) if "tokenizer" in ckpt else None
     return model.eval(), tok

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
-from shared.errors import exit_on_user_error
+from shared.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="text-lm export-hf",
         description="Write model.safetensors + config.json (+ tokenizer) loadable by "
         "transformers.AutoModelForCausalLM.from_pretrained(DIR).",
@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", required=True, help="a .ckpt written by `text-lm fit`")
     p.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     args = p.parse_args(argv)
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file, not a folder")
 
     from shared.io import write_json_atomic
     from text_lm.checkpoint import model_from_checkpoint

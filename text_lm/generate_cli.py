@@ -6,13 +6,11 @@ import argparse
 import codecs
 import sys
 
-from shared.errors import UserError, exit_on_user_error
+from shared.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="text-lm generate", description="Generate text from a trained checkpoint."
-    )
+    p = ArgumentParser(prog="text-lm generate", description="Generate text from a trained checkpoint.")
     p.add_argument(
         "--checkpoint", required=True, help="a .ckpt written by `text-lm fit` (config and tokenizer inside)"
     )

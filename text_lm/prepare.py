@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.errors import UserError, exit_on_user_error
+from shared.errors import ArgumentParser, UserError, exit_on_user_error
 from shared.io import atomic_path, write_json_atomic
 from shared.tokenizer import DEFAULT_SPECIAL_TOKENS, GPT4_PATTERN, Tokenizer
 from text_lm import corpus
@@ -94,6 +94,9 @@ def prepare(
             raise UserError(f"the {name} split is empty ({rule}); give more inputs or change --val-files")
 
     (out / META_FILE).unlink(missing_ok=True)  # from here on the folder is incomplete until the end
+    for name in (META_FILE, TOKENIZER_FILE, "train.bin", "val.bin"):  # halves left by a killed run
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     t0 = time.perf_counter()
     if tok is None:
         tok = Tokenizer.train((d for p in train for d in p.docs), vocab_size, progress=progress)
@@ -219,7 +222,7 @@ def pieces_of(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="text-lm prepare",
         description="Tokenize raw text into train.bin/val.bin token shards plus tokenizer.json and meta.json. "
         "With no --input and no --hf-dataset it prepares the shipped Shakespeare corpus "

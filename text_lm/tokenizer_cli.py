@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from shared.errors import UserError, exit_on_user_error
+from shared.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 def resolve_inputs(specs: list[str]) -> list[Path]:
@@ -56,7 +56,7 @@ def read_texts(files: list[Path]) -> Iterator[str]:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="text-lm tokenizer",
         description="Train, apply and invert the byte-level BPE tokenizer (file format: DESIGN.md section 3).",
     )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from shared.errors import exit_on_user_error
+from shared.errors import ArgumentParser, exit_on_user_error
 from vision_lm.shapes import make_shapes
 from vision_lm.shapes_scene import HELD_OUT
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="vision-lm make-shapes",
         description=(
             "Draw 1-3 coloured shapes per image with captions and question/answer pairs that are true "

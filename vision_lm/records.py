@@ -189,6 +189,19 @@ def _is_imagefolder(p: Path) -> bool:
     return any((p / s).is_dir() for names in SPLIT_ALIASES.values() for s in names)
 
 
+def _read_info(path: Path) -> dict:
+    """An imagefolder's optional dataset_info.json (class names, the data set's name), or {}."""
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); fix or delete it") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    return info
+
+
 def open_splits(data_dir: str, mode: str, image_field: str, text_field: str) -> tuple[dict[str, Split], dict]:
     """All splits found in `data_dir` ({"train", "val", "test"} keys) and its dataset_info.json (or {})."""
     p = Path(data_dir)
@@ -199,9 +212,7 @@ def open_splits(data_dir: str, mode: str, image_field: str, text_field: str) -> 
             found = next((p / n for n in names if (p / n).is_dir()), None)
             if found is not None:
                 splits[split] = read_imagefolder_split(found, mode, text_field)
-        info_file = p / "dataset_info.json"
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-        return splits, info
+        return splits, _read_info(p / "dataset_info.json")
     if p.is_dir() and not saved:
         raise UserError(
             f"{p}: no metadata found: expected an imagefolder ({p}/train/metadata.jsonl, val/, test/) "

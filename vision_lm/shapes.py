@@ -141,8 +141,9 @@ def _write_split(folder: Path, split: str, n: int, seed: int, image_size: int, b
 
 
 def _remove_stale_temps(out_dir: Path) -> None:
-    """Delete `out_dir.tmp-<pid>` folders whose process no longer runs (killed runs)."""
-    for tmp in out_dir.parent.glob(f"{out_dir.name}.tmp-*"):
+    """Delete `out_dir.tmp-<pid>` and `out_dir.old-<pid>` folders whose process no longer runs (killed runs)."""
+    stale = [*out_dir.parent.glob(f"{out_dir.name}.tmp-*"), *out_dir.parent.glob(f"{out_dir.name}.old-*")]
+    for tmp in stale:
         pid = tmp.name.rsplit("-", 1)[1]
         if not pid.isdigit():
             continue

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 
-from shared.errors import UserError, exit_on_user_error
+from shared.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="vision-lm zero-shot",
         description="Classify an image among labels with a trained SigLIP checkpoint; prints one "
         "'label<TAB>probability' line per label, best first.",

@@ -111,7 +111,7 @@ def test_user_mistakes_exit_2_with_one_line(run, tmp_path, capsys):
         assert e.value.code == 2 and err.startswith("error: ") and culprit in err and "\n" not in err
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("siglip-*.yaml")))
 def test_every_vision_config_parses_and_runs_a_step(config, shapes, tmp_path, capsys):
     base = ["-c", str(CONFIGS / config), "--data.data_dir", str(shapes)]
     with pytest.raises(SystemExit) as e:
