@@ -1,0 +1,150 @@
+"""Generation: `text-lm generate`'s path vs transformers' `generate()` on the same exported weights.
+
+    python benchmarks/generate_bench.py [--batch 1 8] [--contexts 64 256 1024] [--checkpoint PATH]
+
+Our side is `text_lm.generate.generate_tokens` (what `text-lm generate` streams from); the
+peer is `AutoModelForCausalLM.from_pretrained` on the folder `text_lm.hf_convert.save_hf`
+writes from the same model, calling `generate(do_sample=False)` with the length fixed.
+Both are greedy in fp32, so they should also agree on the tokens (the table says how often).
+Three tables:
+1. tokens/s for batch 1 and 8 (a short prompt, prefill included);
+2. per-token decoding latency at contexts 64, 256, 1024: (time for 1 + N new tokens - time for 1)
+   / N, i.e. decoding alone. With a KV cache a step costs O(context) in attention only, so
+   the latency should stay nearly flat, total work O(N);
+3. KV-cache memory for MHA vs GQA vs MQA (same model otherwise), with decoding speed at the
+   longest context, where reading the cache matters most.
+Random weights unless --checkpoint names a trained one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import torch
+from _common import goal, hf_twin, interleaved, interleaved_seconds, print_header, table
+
+from text_lm.config import LlamaConfig
+from text_lm.generate import generate_tokens
+from text_lm.model import Llama
+
+
+def runs_for(ours: Llama, hf, prompt: torch.Tensor, new: int, out: dict) -> dict:
+    """Runs for `interleaved` generating `new` greedy tokens; each returns the tokens made."""
+    B = prompt.shape[0]
+
+    def run_ours():
+        out["ours"] = torch.stack(list(generate_tokens(ours, prompt, new, temperature=0)), 1)
+        return B * new
+
+    def run_hf():
+        ids = hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+        )
+        out["hf"] = ids[:, prompt.shape[1] :]
+        return B * new
+
+    return {"ours": run_ours, "hf": run_hf}
+
+
+def throughput(ours, hf, vocab: int, batches: list[int], prompt_len: int, new: int, rounds: int) -> list:
+    rows = []
+    for B in batches:
+        prompt = torch.randint(0, vocab, (B, prompt_len), generator=torch.Generator().manual_seed(B))
+        out: dict = {}
+        r = interleaved(runs_for(ours, hf, prompt, new, out), rounds=rounds, warmup=1)
+        same = (out["ours"] == out["hf"]).float().mean().item()
+        a, b = r["ours"], r["hf"]
+        rows.append([B, f"{a:,.0f}", f"{b:,.0f}", f"{a / b:.2f}x ({goal(a / b >= 2)})", f"{same:.0%}"])
+    return rows
+
+
+def per_token_ms(ours, hf, prompt: torch.Tensor, new: int, rounds: int) -> dict[str, float]:
+    """Decoding latency per token (ms) at this context: generate 1 + new minus generate 1, interleaved."""
+    out: dict = {}
+    long, short = runs_for(ours, hf, prompt, 1 + new, out), runs_for(ours, hf, prompt, 1, out)
+    runs = {f"{k} long": long[k] for k in long} | {f"{k} short": short[k] for k in short}
+    t = interleaved_seconds(runs, rounds=rounds, warmup=1)
+    return {k: 1e3 * (t[f"{k} long"] - t[f"{k} short"]) / new for k in long}
+
+
+def latency(ours, hf, vocab: int, contexts: list[int], new: int, rounds: int) -> list:
+    rows, first = [], None
+    for ctx in contexts:
+        prompt = torch.randint(0, vocab, (1, ctx), generator=torch.Generator().manual_seed(ctx))
+        ms = per_token_ms(ours, hf, prompt, new, rounds)
+        first = first or ms
+        rows.append(
+            [
+                ctx,
+                f"{ms['ours']:.2f}",
+                f"{ms['hf']:.2f}",
+                f"{ms['hf'] / ms['ours']:.2f}x",
+                f"{ms['ours'] / first['ours']:.2f}",
+                f"{ms['hf'] / first['hf']:.2f}",
+            ]
+        )
+    return rows
+
+
+def kv_memory(cfg: LlamaConfig, batch: int, ctx: int, new: int, rounds: int) -> list:
+    rows = []
+    for name, kv in (("MHA", cfg.n_heads), ("GQA", cfg.n_kv_heads), ("MQA", 1)):
+        c = dataclasses.replace(cfg, n_kv_heads=kv, max_seq_len=max(cfg.max_seq_len, ctx + new))
+        torch.manual_seed(0)
+        ours = Llama(c).eval()
+        mib = sum(k.nbytes() for k in ours.make_kv_caches(batch, ctx + new)) / 2**20
+        prompt = torch.randint(0, c.vocab_size, (batch, ctx), generator=torch.Generator().manual_seed(0))
+        ms = per_token_ms(ours, hf_twin(ours), prompt, new, rounds)
+        rows.append([f"{name} ({kv} KV heads)", f"{mib:.1f}", f"{ms['ours']:.2f}", f"{ms['hf']:.2f}"])
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="llama-tiny")
+    p.add_argument("--checkpoint", default=None, help="a trained .ckpt instead of random weights")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--prompt-len", type=int, default=16)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--contexts", type=int, nargs="+", default=[64, 256, 1024])
+    p.add_argument("--latency-tokens", type=int, default=32, help="decoded tokens per latency measurement")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--skip-memory", action="store_true")
+    args = p.parse_args()
+    print_header("transformers")
+    if args.checkpoint:
+        from text_lm.checkpoint import model_from_checkpoint
+
+        ours = model_from_checkpoint(args.checkpoint)[0]
+    else:
+        torch.manual_seed(0)
+        longest = max(args.contexts) + args.latency_tokens + 1
+        ours = Llama(LlamaConfig.preset(args.preset, max_seq_len=longest)).eval()
+    cfg = ours.config
+    hf = hf_twin(ours)
+    v = cfg.vocab_size
+    print(f"model {cfg.name}: {ours.num_params() / 1e6:.1f}M parameters, fp32, greedy\n")
+    rows = throughput(ours, hf, v, args.batch, args.prompt_len, args.new_tokens, args.rounds)
+    print(f"Tokens/s, prompt {args.prompt_len} + {args.new_tokens} new tokens (prefill included):\n")
+    print(table(["batch", "ours tok/s", "HF tok/s", "ours / HF (goal 2x)", "same tokens"], rows) + "\n")
+    rows = latency(ours, hf, v, args.contexts, args.latency_tokens, args.rounds)
+    print(f"Decoding latency per token, batch 1, {args.latency_tokens} tokens after a prompt of `context`:\n")
+    head = ["context", "ours ms/token", "HF ms/token", "HF / ours", "ours vs first row", "HF vs first row"]
+    print(table(head, rows) + "\n")
+    if not args.skip_memory:
+        B, ctx = max(args.batch), max(args.contexts)
+        rows = kv_memory(cfg, B, ctx, args.latency_tokens, args.rounds)
+        print(
+            f"KV cache for batch {B} x {ctx + args.latency_tokens} positions, fp32, and decoding at context {ctx}:\n"
+        )
+        print(table(["attention", "KV cache MiB", "ours ms/token", "HF ms/token"], rows))
+
+
+if __name__ == "__main__":
+    main()
