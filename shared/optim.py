@@ -76,3 +76,22 @@ def configure_adamw(
         [lambda s, k=k: k * warmup_cosine(s, warmup_steps, total_steps, min_lr_ratio) for k in scales],
     )
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+
+def schedule_length(trainer) -> int:
+    """The optimizer steps the run will take (`Trainer.estimated_stepping_batches`), which the schedule needs."""
+    total = trainer.estimated_stepping_batches
+    if not math.isfinite(total):
+        from shared.errors import UserError
+
+        raise UserError("set trainer.max_steps or trainer.max_epochs: the schedule needs a length")
+    return int(total)
+
+
+def log_grad_norm(module) -> None:
+    """From `on_before_optimizer_step`: log `train/grad_norm`, the global L2 norm of the (unscaled)
+    gradients of a LightningModule, every `log_every_n_steps` steps."""
+    if module.trainer.global_step % module.trainer.log_every_n_steps == 0:
+        norms = [p.grad.detach().norm(2) for p in module.parameters() if p.grad is not None]
+        if norms:
+            module.log("train/grad_norm", torch.stack(norms).norm(2))

@@ -7,6 +7,7 @@ import codecs
 import sys
 
 from shared.errors import ArgumentParser, UserError, exit_on_user_error
+from shared.sampling_args import add_sampling_args, check_sampling_args
 
 
 def parser() -> argparse.ArgumentParser:
@@ -18,27 +19,14 @@ def parser() -> argparse.ArgumentParser:
         "--prompt", default="", help="text to continue (default: start after an end-of-text token)"
     )
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate at most (default 200)")
-    p.add_argument(
-        "--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)"
-    )
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
-    p.add_argument(
-        "--top-p", type=float, default=None, help="nucleus sampling: smallest set with probability >= p"
-    )
-    p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible samples")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...); default cpu")
+    add_sampling_args(p, temperature=0.8)
     return p
 
 
 def check(args) -> None:
     if args.max_new_tokens < 0:
         raise UserError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
-    if args.top_k is not None and args.top_k <= 0:
-        raise UserError(f"--top-k must be positive, got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+    check_sampling_args(args)
 
 
 @exit_on_user_error

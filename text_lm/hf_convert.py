@@ -9,15 +9,13 @@ flagged with `tie_word_embeddings` because safetensors refuses shared tensors.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from shared.config import MoEConfig
 from shared.errors import UserError
-from shared.io import atomic_path, write_json_atomic
+from shared.hf_io import read_export, write_export
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
 
@@ -193,26 +191,10 @@ def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> Llama:
 
 def save_hf(model: Llama, out_dir: str | Path) -> Path:
     """Write `model.safetensors` + `config.json`, loadable by `AutoModelForCausalLM.from_pretrained`."""
-    out = Path(out_dir)
-    cfg = hf_config(model.config)
-    tensors = to_hf_state_dict(model)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    write_json_atomic(out / "config.json", cfg)
-    return out
+    return write_export(out_dir, to_hf_state_dict(model), hf_config(model.config))
 
 
 def load_hf(path: str | Path) -> Llama:
     """Read a folder written by `save_hf` (or by transformers' `save_pretrained`, single file)."""
-    path = Path(path)
-    cfg_file, weights = path / "config.json", path / "model.safetensors"
-    for f in (cfg_file, weights):
-        if not f.is_file():
-            raise UserError(f"{f}: not found")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-        tensors = load_file(str(weights))
-    except (ValueError, OSError) as e:
-        raise UserError(f"{path}: unreadable export ({e})") from None
+    tensors, cfg = read_export(path)
     return from_hf(tensors, cfg)

@@ -18,7 +18,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.text import Perplexity
 
 from shared.errors import UserError
-from shared.optim import configure_adamw
+from shared.optim import configure_adamw, log_grad_norm, schedule_length
 from text_lm.checkpoint import load_model_weights
 from text_lm.config import LlamaConfig
 from text_lm.generate import generate_tokens
@@ -112,10 +112,7 @@ class LanguageModelModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer):
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
-            norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
-            if norms:
-                self.log("train/grad_norm", torch.stack(norms).norm(2))
+        log_grad_norm(self)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self._expert_load and self.global_step % self.trainer.log_every_n_steps == 0:
@@ -176,7 +173,7 @@ class LanguageModelModule(L.LightningModule):
             self.model,
             self.optimizer_factory,
             warmup_steps=self.hparams.warmup_steps,
-            total_steps=int(self.trainer.estimated_stepping_batches),
+            total_steps=schedule_length(self.trainer),
             min_lr_ratio=self.hparams.min_lr_ratio,
             no_decay_embeddings=self.hparams.no_decay_embeddings,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from shared.errors import UserError, exit_on_user_error
+from shared.sampling_args import add_sampling_args, check_sampling_args
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,15 +34,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--question", metavar="Q", help='shorthand for --prompt "answer en Q"')
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate at most (default 32)")
-    p.add_argument(
-        "--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy (default)"
-    )
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
-    p.add_argument(
-        "--top-p", type=float, default=None, help="nucleus sampling: smallest set with probability >= p"
-    )
-    p.add_argument("--seed", type=int, default=None, help="random seed, for reproducible samples")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...); default cpu")
+    add_sampling_args(p, temperature=0.0)
     return p
 
 
@@ -63,12 +56,7 @@ def prompts_for(args) -> list[str]:
 def check(args) -> None:
     if args.max_new_tokens <= 0:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
-    if args.top_k is not None and args.top_k <= 0:
-        raise UserError(f"--top-k must be positive, got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+    check_sampling_args(args)
 
 
 @exit_on_user_error

@@ -18,8 +18,6 @@ than the rest (`vision_lr_multiplier`), as PaliGemma's first stage does.
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -28,7 +26,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
 from shared.errors import UserError
-from shared.optim import configure_adamw
+from shared.optim import configure_adamw, log_grad_norm, schedule_length
 from vision_lm.caption_generate import generate
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
@@ -132,15 +130,9 @@ class CaptionerModule(TokenizerHooks, L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer):
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
-            norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
-            if norms:
-                self.log("train/grad_norm", torch.stack(norms).norm(2))
+        log_grad_norm(self)
 
     def configure_optimizers(self):
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise UserError("set trainer.max_steps or trainer.max_epochs: the schedule needs a length")
         factor = self.hparams.vision_lr_multiplier
         if factor == 0:
             self.model.vision.requires_grad_(False)
@@ -148,7 +140,7 @@ class CaptionerModule(TokenizerHooks, L.LightningModule):
             self.model,
             self.optimizer_factory,
             warmup_steps=self.hparams.warmup_steps,
-            total_steps=int(total),
+            total_steps=schedule_length(self.trainer),
             min_lr_ratio=self.hparams.min_lr_ratio,
             lr_multipliers={"vision.": factor} if factor not in (0, 1) else None,
         )

@@ -1,4 +1,4 @@
-"""`ImageTextDataModule`: image-text pairs -> batches for SigLIP (and, later, the captioner).
+"""`ImageTextDataModule`: image-text pairs -> batches for SigLIP (pairs) and the captioner (prefix, suffix, loss mask).
 
 Pipeline: records (`vision_lm/records.py`: imagefolder, saved or hub `datasets`) ->
 decode every image once (RGB, bicubic resize to `image_size`; unreadable files skipped

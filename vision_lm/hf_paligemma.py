@@ -14,16 +14,15 @@ attention depends only on distances, so logits agree to rounding.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from shared.errors import UserError
-from shared.io import atomic_path, write_json_atomic
+from shared.hf_io import read_export, write_export
 from vision_lm.config import VisionConfig
 from vision_lm.hf_siglip import hf_name as siglip_hf_name
+from vision_lm.hf_siglip import vision_hf_config
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import DecoderConfig, PaliGemmaConfig
 
@@ -66,15 +65,7 @@ def hf_config(c: PaliGemmaConfig, token_ids: dict[str, int] | None = None) -> di
         "tie_word_embeddings": True,
         "dtype": "float32",
         "vision_config": {
-            "model_type": "siglip_vision_model",
-            "hidden_size": v.dim,
-            "intermediate_size": v.hidden_dim,
-            "num_hidden_layers": v.n_layers,
-            "num_attention_heads": v.n_heads,
-            "num_channels": 3,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "layer_norm_eps": v.norm_eps,
+            **vision_hf_config(v),
             "hidden_act": "gelu_pytorch_tanh",
             "attention_dropout": 0.0,
             "vision_use_head": False,
@@ -190,26 +181,10 @@ def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> PaliGemma:
 def save_hf(model: PaliGemma, out_dir: str | Path, token_ids: dict[str, int] | None = None) -> Path:
     """Write `model.safetensors` + `config.json`, loadable by
     `transformers.PaliGemmaForConditionalGeneration.from_pretrained`."""
-    out = Path(out_dir)
-    cfg = hf_config(model.config, token_ids)
-    tensors = to_hf_state_dict(model)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    write_json_atomic(out / "config.json", cfg)
-    return out
+    return write_export(out_dir, to_hf_state_dict(model), hf_config(model.config, token_ids))
 
 
 def load_hf(path: str | Path) -> PaliGemma:
     """Read a folder written by `save_hf` (or a single-file `save_pretrained` of the same layout)."""
-    path = Path(path)
-    cfg_file, weights = path / "config.json", path / "model.safetensors"
-    for f in (cfg_file, weights):
-        if not f.is_file():
-            raise UserError(f"{f}: not found")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-        tensors = load_file(str(weights))
-    except (ValueError, OSError) as e:
-        raise UserError(f"{path}: unreadable export ({e})") from None
+    tensors, cfg = read_export(path)
     return from_hf(tensors, cfg)

@@ -11,14 +11,12 @@ or a shape mismatch raises `UserError`. Exports are `model.safetensors` (metadat
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from shared.errors import UserError
-from shared.io import atomic_path, write_json_atomic
+from shared.hf_io import read_export, write_export
 from vision_lm.config import SigLIPConfig, TextTowerConfig, VisionConfig
 from vision_lm.siglip import SigLIP
 
@@ -57,6 +55,21 @@ def check_exportable(c: SigLIPConfig) -> None:
         )
 
 
+def vision_hf_config(v: VisionConfig) -> dict:
+    """The fields of HF's `SiglipVisionConfig` that our image tower sets (SigLIP and PaliGemma share them)."""
+    return {
+        "model_type": "siglip_vision_model",
+        "hidden_size": v.dim,
+        "intermediate_size": v.hidden_dim,
+        "num_hidden_layers": v.n_layers,
+        "num_attention_heads": v.n_heads,
+        "num_channels": 3,
+        "image_size": v.image_size,
+        "patch_size": v.patch_size,
+        "layer_norm_eps": v.norm_eps,
+    }
+
+
 def hf_config(c: SigLIPConfig, token_ids: dict[str, int] | None = None) -> dict:
     """config.json of a `SiglipModel`; `token_ids` may give pad/bos/eos_token_id of our tokenizer."""
     check_exportable(c)
@@ -84,15 +97,7 @@ def hf_config(c: SigLIPConfig, token_ids: dict[str, int] | None = None) -> dict:
             **(token_ids or {}),
         },
         "vision_config": {
-            "model_type": "siglip_vision_model",
-            "hidden_size": v.dim,
-            "intermediate_size": v.hidden_dim,
-            "num_hidden_layers": v.n_layers,
-            "num_attention_heads": v.n_heads,
-            "num_channels": 3,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "layer_norm_eps": v.norm_eps,
+            **vision_hf_config(v),
             "vision_use_head": True,
             **common,
         },
@@ -167,26 +172,10 @@ def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> SigLIP:
 
 def save_hf(model: SigLIP, out_dir: str | Path, token_ids: dict[str, int] | None = None) -> Path:
     """Write `model.safetensors` + `config.json`, loadable by `transformers.SiglipModel.from_pretrained`."""
-    out = Path(out_dir)
-    cfg = hf_config(model.config, token_ids)
-    tensors = to_hf_state_dict(model)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-    write_json_atomic(out / "config.json", cfg)
-    return out
+    return write_export(out_dir, to_hf_state_dict(model), hf_config(model.config, token_ids))
 
 
 def load_hf(path: str | Path) -> SigLIP:
     """Read a folder written by `save_hf` or by `SiglipModel.save_pretrained` (single file)."""
-    path = Path(path)
-    cfg_file, weights = path / "config.json", path / "model.safetensors"
-    for f in (cfg_file, weights):
-        if not f.is_file():
-            raise UserError(f"{f}: not found")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-        tensors = load_file(str(weights))
-    except (ValueError, OSError) as e:
-        raise UserError(f"{path}: unreadable export ({e})") from None
+    tensors, cfg = read_export(path)
     return from_hf(tensors, cfg)

@@ -13,24 +13,21 @@ classified among ALL classes, held-out ones included (`vision_lm/evaluation.py`)
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from shared.errors import UserError
-from shared.optim import configure_adamw
-from shared.tokenizer import Tokenizer
+from shared.optim import configure_adamw, log_grad_norm, schedule_length
 from vision_lm.config import SigLIPConfig
 from vision_lm.evaluation import embed_classes, pair_matrix, recall_at_k, zero_shot_accuracy
 from vision_lm.losses import contrastive_loss, gather, world
 from vision_lm.siglip import SigLIP
+from vision_lm.system_hooks import TokenizerHooks
 from vision_lm.text_batch import TextEncoder
 
 
-class SigLIPModule(L.LightningModule):
+class SigLIPModule(TokenizerHooks, L.LightningModule):
     def __init__(
         self,
         config: SigLIPConfig | None = None,
@@ -112,20 +109,14 @@ class SigLIPModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer):
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
-            norms = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
-            if norms:
-                self.log("train/grad_norm", torch.stack(norms).norm(2))
+        log_grad_norm(self)
 
     def configure_optimizers(self):
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise UserError("set trainer.max_steps or trainer.max_epochs: the schedule needs a length")
         return configure_adamw(
             self.model,
             self.optimizer_factory,
             warmup_steps=self.hparams.warmup_steps,
-            total_steps=int(total),
+            total_steps=schedule_length(self.trainer),
             min_lr_ratio=self.hparams.min_lr_ratio,
             lr_multipliers=self.hparams.lr_multipliers,
         )
@@ -196,45 +187,10 @@ class SigLIPModule(L.LightningModule):
         )
 
     # ------------------------------------------------------------------ checkpoints
-    def on_fit_start(self) -> None:
-        dm, log_dir = self._datamodule(), self.logger.log_dir if self.logger else None
-        if (
-            dm is not None
-            and getattr(dm, "tokenizer", None) is not None
-            and log_dir
-            and self.trainer.is_global_zero
-        ):
-            dm.tokenizer.save(Path(log_dir) / "tokenizer.json")
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Self-contained checkpoints: model config, tokenizer and zero-shot templates as plain data."""
         checkpoint["model_config"] = self.config.to_dict()
+        self.save_tokenizer(checkpoint)
         dm = self._datamodule()
         if dm is not None and getattr(dm, "tokenizer", None) is not None:
-            checkpoint["tokenizer"] = dm.tokenizer.to_dict()
             checkpoint["zero_shot_templates"] = dm.zero_shot_templates
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resume/evaluate with the checkpoint's tokenizer; a different one given explicitly is an error."""
-        dm, saved = self._datamodule(), checkpoint.get("tokenizer")
-        if dm is None or saved is None or not hasattr(dm, "set_tokenizer"):
-            return
-        tok = Tokenizer.from_dict(saved, source="checkpoint tokenizer")
-        if dm.tokenizer is not None and dm.tokenizer.sha256 == tok.sha256:
-            return
-        if dm.tokenizer is not None and not dm.tokenizer_trained:
-            raise UserError(
-                "data.tokenizer differs from the checkpoint's tokenizer; leave data.tokenizer unset"
-            )
-        dm.set_tokenizer(tok, trained=True)
-
-    def _datamodule(self):
-        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-
-    def _tensorboard(self):
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None
