@@ -33,7 +33,7 @@ demo: install
 	$(BIN)/text-lm fit -c configs/text/llama-tiny.yaml --trainer.default_root_dir runs/demo
 	$(BIN)/python -m text_lm.demo_report runs/demo/llama-tiny
 
-# The vision track end to end on the CPU (about 15 minutes on 2 cores): generate the shapes set, train SigLIP,
+# The vision track end to end on the CPU (about 14 minutes on 2 cores): generate the shapes set, train SigLIP,
 # train the captioner with SigLIP's image tower, then report held-out zero-shot accuracy, caption exact-match,
 # BLEU, VQA accuracy and a few generated captions beside the true ones.
 demo-vision: install
