@@ -41,3 +41,25 @@ def read_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         return load_file(str(weights)), json.loads(cfg_file.read_text())
     except (ValueError, OSError) as e:
         raise UserError(f"{path}: unreadable export ({e})") from None
+
+
+def rename_checked(
+    given: dict[str, torch.Tensor], own: dict[str, torch.Tensor], hf_name
+) -> dict[str, torch.Tensor]:
+    """HF-named `given` tensors -> our names, for a model whose state is `own`.
+
+    `hf_name(our_name) -> HF name`. Every tensor must be there, with our shape, and nothing else:
+    otherwise one UserError naming the first differences.
+    """
+    names = {hf_name(k): k for k in own}
+    missing, unexpected = sorted(set(names) - set(given)), sorted(set(given) - set(names))
+    if missing or unexpected:
+        raise UserError(
+            f"HF weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for hf, k in names.items():
+        if given[hf].shape != own[k].shape:
+            raise UserError(
+                f"HF weight {hf} has shape {tuple(given[hf].shape)}, expected {tuple(own[k].shape)}"
+            )
+    return {k: given[hf] for hf, k in names.items()}

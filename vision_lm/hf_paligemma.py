@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
-from shared.hf_io import read_export, write_export
+from shared.hf_io import read_export, rename_checked, write_export
 from vision_lm.config import VisionConfig
 from vision_lm.hf_siglip import hf_name as siglip_hf_name
 from vision_lm.hf_siglip import vision_hf_config
@@ -160,20 +160,8 @@ def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> PaliGemma:
     """Our model from an HF PaliGemma state dict and its config.json dict (strict)."""
     model = PaliGemma(config_from_hf(hf_cfg))
     own = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    names = {hf_name(k): k for k in own}
     given = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}  # tied: the embedding
-    missing, unexpected = sorted(set(names) - set(given)), sorted(set(given) - set(names))
-    if missing or unexpected:
-        raise UserError(
-            f"HF weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    ours = {}
-    for hf, k in names.items():
-        if given[hf].shape != own[k].shape:
-            raise UserError(
-                f"HF weight {hf} has shape {tuple(given[hf].shape)}, expected {tuple(own[k].shape)}"
-            )
-        ours[k] = given[hf]
+    ours = rename_checked(given, own, hf_name)
     model.load_state_dict(ours, strict=False)  # lm_head.weight is the embedding itself
     return model
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
-from shared.hf_io import read_export, write_export
+from shared.hf_io import read_export, rename_checked, write_export
 from vision_lm.config import SigLIPConfig, TextTowerConfig, VisionConfig
 from vision_lm.siglip import SigLIP
 
@@ -151,21 +151,8 @@ def to_hf_state_dict(model: SigLIP) -> dict[str, torch.Tensor]:
 def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> SigLIP:
     """Our model from an HF SiglipModel state dict and its config.json dict (strict)."""
     model = SigLIP(config_from_hf(hf_cfg))
-    names = {hf_name(k): k for k in model.state_dict()}
     given = {k: v for k, v in state_dict.items() if not k.endswith("position_ids")}  # old buffers
-    missing, unexpected = sorted(set(names) - set(given)), sorted(set(given) - set(names))
-    if missing or unexpected:
-        raise UserError(
-            f"HF weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    own = model.state_dict()
-    ours = {}
-    for hf, k in names.items():
-        if given[hf].shape != own[k].shape:
-            raise UserError(
-                f"HF weight {hf} has shape {tuple(given[hf].shape)}, expected {tuple(own[k].shape)}"
-            )
-        ours[k] = given[hf]
+    ours = rename_checked(given, model.state_dict(), hf_name)
     model.load_state_dict(ours, strict=True)
     return model
 
