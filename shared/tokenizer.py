@@ -16,7 +16,7 @@ Ids: 0-255 are bytes, 256 + i is merge i (rank order), then the special tokens. 
 file (`tokenizer.json`, DESIGN.md section 3) stores exactly pattern, merges and specials,
 which is what `tiktoken.Encoding(mergeable_ranks=...)` needs, and encodings match it.
 Training lives in `shared/bpe_train.py`, encoding in `shared/bpe_encode.py` and
-`shared/bpe_merge.py`.
+`shared/bpe_merge.py`, the file format in `shared/tokenizer_file.py`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,15 @@ import regex
 
 from shared.bpe_encode import GPT4_PATTERN, TextEncoder
 from shared.errors import UserError
-from shared.io import write_text_atomic
+from shared.tokenizer_file import (
+    FILE_TYPE,
+    FILE_VERSION,
+    check_tokenizer_dict,
+    read_tokenizer_json,
+    write_tokenizer_json,
+)
 
 DEFAULT_SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<image>", "<|sep|>")
-FILE_TYPE, FILE_VERSION = "byte_bpe", 1
 
 
 class Tokenizer:
@@ -230,69 +235,20 @@ class Tokenizer:
         return self._sha256
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the JSON file atomically, one merge per line so it stays readable and diffable."""
-        d = self.to_dict()
-        merges = ",\n".join(f"    [{a}, {b}]" for a, b in self.merges)
-        text = (
-            "{\n"
-            f'  "type": {json.dumps(d["type"])},\n'
-            f'  "version": {d["version"]},\n'
-            f'  "pattern": {json.dumps(d["pattern"], ensure_ascii=False)},\n'
-            + (f'  "merges": [\n{merges}\n  ],\n' if merges else '  "merges": [],\n')
-            + f'  "special_tokens": {json.dumps(d["special_tokens"], ensure_ascii=False)}\n'
-            "}\n"
-        )
-        write_text_atomic(path, text)
+        """Write `tokenizer.json` atomically (`shared/tokenizer_file.py`)."""
+        write_tokenizer_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
         """Read a tokenizer file; a missing, truncated or malformed file is a UserError naming it."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise UserError(f"tokenizer file not found: {path}") from None
-        except IsADirectoryError:
-            raise UserError(f"tokenizer path is a folder, not a file: {path}") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not a UTF-8 text file, so not a tokenizer.json") from None
-        except OSError as e:
-            raise UserError(f"cannot read tokenizer file {path}: {e.strerror}") from None
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(
-                f"{path}: not valid JSON (truncated or corrupted?): {e.msg} at line {e.lineno} column {e.colno}"
-            ) from None
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_tokenizer_json(path), source=str(Path(path)))
 
     @classmethod
     def from_dict(cls, d: object, source: str = "tokenizer") -> Tokenizer:
         """Validate the DESIGN.md section 3 fields of `d`; errors name `source` and the field."""
-        if not isinstance(d, dict):
-            raise UserError(f"{source}: expected a JSON object, got {type(d).__name__}")
-        for key in ("type", "version", "pattern", "merges", "special_tokens"):
-            if key not in d:
-                raise UserError(f"{source}: missing field '{key}'")
-        if d["type"] != FILE_TYPE:
-            raise UserError(f"{source}: field 'type' is {d['type']!r}, expected {FILE_TYPE!r}")
-        if d["version"] != FILE_VERSION:
-            raise UserError(
-                f"{source}: field 'version' is {d['version']!r}; this program reads {FILE_VERSION}"
-            )
-        if not isinstance(d["pattern"], str):
-            raise UserError(f"{source}: field 'pattern' must be a string")
-        merges = d["merges"]
-        if not isinstance(merges, list):
-            raise UserError(f"{source}: field 'merges' must be a list of [left_id, right_id] pairs")
-        for i, m in enumerate(merges):
-            if not (isinstance(m, list) and len(m) == 2 and all(type(x) is int for x in m)):
-                raise UserError(f"{source}: merges[{i}] must be a pair of integer ids, got {str(m)[:40]}")
-        specials = d["special_tokens"]
-        if not isinstance(specials, dict) or not all(type(v) is int for v in specials.values()):
-            raise UserError(f"{source}: field 'special_tokens' must map names to integer ids")
+        d = check_tokenizer_dict(d, source)
         try:
-            return cls(merges, specials, d["pattern"])
+            return cls(d["merges"], d["special_tokens"], d["pattern"])
         except UserError as e:
             raise UserError(f"{source}: {e}") from None
 

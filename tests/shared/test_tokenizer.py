@@ -1,17 +1,19 @@
-"""Byte-level BPE tokenizer: round trips, tiktoken parity, training, special tokens, files."""
+"""Byte-level BPE tokenizer: round trips, tiktoken parity, training, special tokens.
+
+The `tok` fixture and `play` are in conftest.py; the file format is tested in test_tokenizer_file.py.
+"""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import regex
 import tiktoken
+from conftest import play
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,18 +22,7 @@ from shared.bpe_merge import PairHash, merge_batch, merge_parts, merge_parts_lon
 from shared.errors import UserError
 from shared.tokenizer import DEFAULT_SPECIAL_TOKENS, GPT4_PATTERN, Tokenizer
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "shakespeare"
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def _play(name: str) -> str:
-    return (DATA / name).read_text(encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    """Vocab 512 learned from two plays; other plays are held out for parity tests."""
-    return Tokenizer.train([_play("macbeth_gut.txt"), _play("julius_caesar_gut.txt")], 512, progress=False)
 
 
 def _tiktoken_twin(tok: Tokenizer) -> tiktoken.Encoding:
@@ -91,7 +82,7 @@ def test_lone_surrogates_become_replacement_char(tok, twin):
 
 # ---------------------------------------------------------------- tiktoken parity
 def test_same_ids_as_tiktoken_on_held_out_play(tok, twin):
-    text = _play("tempest_gut.txt")
+    text = play("tempest_gut.txt")
     ids = tok.encode(text)
     assert ids == twin.encode_ordinary(text)
     assert len(text.encode("utf-8")) / len(ids) > 1.8  # merges learned on other plays compress this one
@@ -114,14 +105,14 @@ def test_text_longer_than_a_block_is_split_exactly(tok, twin, monkeypatch):
     import shared.bpe_encode
 
     monkeypatch.setattr(shared.bpe_encode, "_BLOCK", 997)
-    text = _play("hamlet_gut.txt")[:60000] + " é  \n\n" + "x" * 3000
+    text = play("hamlet_gut.txt")[:60000] + " é  \n\n" + "x" * 3000
     assert Tokenizer.from_dict(tok.to_dict()).encode(text) == twin.encode_ordinary(text)
 
 
 def test_custom_pattern_matches_tiktoken():
     gpt2 = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-    tok = Tokenizer.train([_play("macbeth_gut.txt")], 400, special_tokens=(), pattern=gpt2, progress=False)
-    text = _play("tempest_gut.txt")[:30000] + " 12345  \n x"
+    tok = Tokenizer.train([play("macbeth_gut.txt")], 400, special_tokens=(), pattern=gpt2, progress=False)
+    text = play("tempest_gut.txt")[:30000] + " 12345  \n x"
     assert tok.pattern == gpt2 and tok.encode(text) == _tiktoken_twin(tok).encode_ordinary(text)
     assert tok.decode(tok.encode(text)) == text
 
@@ -172,7 +163,7 @@ def test_hand_worked_training_example():
 
 
 def test_training_is_deterministic_and_order_free():
-    texts = [_play("sonnets_gut.txt")[:40000], _play("lovers_complaint_gut.txt")]
+    texts = [play("sonnets_gut.txt")[:40000], play("lovers_complaint_gut.txt")]
     a = Tokenizer.train(texts, 400, progress=False)
     b = Tokenizer.train(list(reversed(texts)), 400, progress=False)
     assert a.merges == b.merges and a.sha256 == b.sha256
@@ -232,70 +223,3 @@ def test_decode_checks_ids(tok):
     for bad in (512, -1):
         with pytest.raises(UserError, match=f"token id {bad} is out of range"):
             tok.decode([0, bad])
-
-
-# ---------------------------------------------------------------- files
-def test_save_load_roundtrip(tok, tmp_path):
-    path = tmp_path / "sub" / "tokenizer.json"
-    tok.save(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    assert list(data) == ["type", "version", "pattern", "merges", "special_tokens"]
-    assert data["type"] == "byte_bpe" and data["version"] == 1 and data["pattern"] == GPT4_PATTERN
-    assert data["merges"][0] == list(tok.merges[0]) and data["special_tokens"]["<|bos|>"] == tok.bos_id
-    loaded = Tokenizer.load(path)
-    text = _play("twelfth_night_gut.txt")[:20000]
-    assert loaded.encode(text) == tok.encode(text)
-    assert loaded.sha256 == tok.sha256 and len(tok.sha256) == 64
-    assert [p.name for p in path.parent.iterdir()] == ["tokenizer.json"]  # no temporary left behind
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        (None, "not found"),
-        ("TRUNCATE", "not valid JSON"),
-        ("[1, 2]", "expected a JSON object"),
-        ('{"type": "byte_bpe"}', "missing field 'version'"),
-        (
-            '{"type": "sentencepiece", "version": 1, "pattern": "x", "merges": [], "special_tokens": {}}',
-            "'type'",
-        ),
-        (
-            '{"type": "byte_bpe", "version": 1, "pattern": "x", "merges": [[1]], "special_tokens": {}}',
-            "merges\\[0\\]",
-        ),
-        (
-            '{"type": "byte_bpe", "version": 1, "pattern": "x", "merges": [[1, 300]], "special_tokens": {}}',
-            "merge 0",
-        ),
-        ('{"type": "byte_bpe", "version": 1, "pattern": "(", "merges": [], "special_tokens": {}}', "pattern"),
-        (
-            '{"type": "byte_bpe", "version": 1, "pattern": "x", "merges": [], "special_tokens": {"<a>": 9}}',
-            "256",
-        ),
-        (
-            '{"type": "byte_bpe", "version": 2, "pattern": "x", "merges": [], "special_tokens": {}}',
-            "'version'",
-        ),
-    ],
-)
-def test_bad_files_are_user_errors_naming_the_file(tok, tmp_path, content, message):
-    path = tmp_path / "tok.json"
-    if content == "TRUNCATE":
-        tok.save(path)
-        _write(path, path.read_text(encoding="utf-8")[:500])
-    elif content is not None:
-        _write(path, content)
-    with pytest.raises(UserError, match=message) as err:
-        Tokenizer.load(path)
-    assert str(path) in str(err.value) and "\n" not in str(err.value)
-
-
-def test_folder_instead_of_file_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="folder"):
-        Tokenizer.load(tmp_path)
