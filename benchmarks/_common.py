@@ -169,3 +169,16 @@ def table(header: list[str], rows: list[list]) -> str:
 
 def goal(ok: bool) -> str:
     return "met" if ok else "**missed**"
+
+
+def add_train_step_args(p, preset: bool = True, compile_flag: bool = True) -> None:
+    """The flags of every training-step benchmark: shape, rounds, precisions (and preset, compile)."""
+    if preset:
+        p.add_argument("--preset", default="llama-tiny")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--steps", type=int, default=4, help="optimizer steps per timed round")
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per model (median reported)")
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    if compile_flag:
+        p.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")

@@ -52,7 +52,7 @@ def ensure_venv() -> None:
 ensure_venv()
 
 import torch  # noqa: E402
-from _common import goal, interleaved, matmul_peak, print_header, table, train_step_fn  # noqa: E402
+from _common import add_train_step_args, goal, interleaved, matmul_peak, print_header, table, train_step_fn  # noqa: E402
 from litgpt.config import Config  # noqa: E402
 from litgpt.generate.base import batched_generate_fn, generate  # noqa: E402
 from litgpt.model import GPT  # noqa: E402
@@ -189,13 +189,7 @@ def generate_rows(cfg, args) -> list[list]:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="llama-tiny")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--steps", type=int, default=4, help="optimizer steps per timed round")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds per model (median reported)")
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
+    add_train_step_args(p)
     p.add_argument("--gen-batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--prompt-len", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=128)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import goal, hf_twin, interleaved, print_header, table, train_step_fn
+from _common import add_train_step_args, goal, hf_twin, interleaved, print_header, table, train_step_fn
 
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
@@ -111,11 +111,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dense", default="llama-tiny")
     p.add_argument("--moe", default="llama-moe-tiny")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--steps", type=int, default=4, help="optimizer steps per timed round")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    add_train_step_args(p, preset=False, compile_flag=False)
     args = p.parse_args()
     print_header("transformers")
     x = torch.randint(0, 4096, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shared.checkpoint import read_checkpoint  # noqa: E402
-from text_lm.demo_report import latest_version, read_scalars  # noqa: E402
+from shared.tb_events import latest_version, read_scalars  # noqa: E402
 
 
 def text_lm(*args: str) -> None:
@@ -44,8 +44,8 @@ def run(config: str, minutes: float, out: Path, data_dir: str) -> dict:
         "steps": steps,
         "tokens": steps * 8 * 256,
         "wall_s": wall,
-        "val_loss": read_scalars(val, "val/loss")[-1][1],
-        "val_bpb": read_scalars(val, "val/bpb")[-1][1],
+        "val_loss": read_scalars(val, "val/loss")[-1][2],
+        "val_bpb": read_scalars(val, "val/bpb")[-1][2],
     }
 
 

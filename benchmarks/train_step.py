@@ -15,7 +15,16 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import goal, hf_twin, interleaved, matmul_peak, print_header, table, train_step_fn
+from _common import (
+    add_train_step_args,
+    goal,
+    hf_twin,
+    interleaved,
+    matmul_peak,
+    print_header,
+    table,
+    train_step_fn,
+)
 
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
@@ -47,13 +56,7 @@ def measure(cfg: LlamaConfig, x: torch.Tensor, prec: str, compiled: bool, steps:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--preset", default="llama-tiny")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--steps", type=int, default=4, help="optimizer steps per timed round")
-    p.add_argument("--rounds", type=int, default=5, help="timed rounds per model (median reported)")
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
+    add_train_step_args(p)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:

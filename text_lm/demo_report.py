@@ -9,24 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from shared.errors import UserError, exit_on_user_error
-
-
-def latest_version(run_dir: Path) -> Path:
-    versions = sorted(run_dir.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not versions:
-        raise UserError(f"{run_dir}: no version_* folder (did training run?)")
-    return versions[-1]
-
-
-def read_scalars(version_dir: Path, tag: str) -> list[tuple[int, float]]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(version_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    if tag not in acc.Tags().get("scalars", []):
-        return []
-    return [(e.step, e.value) for e in acc.Scalars(tag)]
+from shared.errors import exit_on_user_error
+from shared.tb_events import latest_version, read_scalars
 
 
 @exit_on_user_error
@@ -40,10 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     bpb = read_scalars(version, "val/bpb")
     loss = read_scalars(version, "val/loss")
     print(f"\nrun: {version}")
-    for (step, b), (_, l) in zip(bpb, loss):
+    for (step, _, b), (_, _, l) in zip(bpb, loss):
         print(f"  step {step:5d}  val/loss {l:.3f}  val/bpb {b:.3f}")
     if bpb:
-        print(f"final validation bits-per-byte (hamlet, tempest, twelfth night): {bpb[-1][1]:.3f}")
+        print(f"final validation bits-per-byte (hamlet, tempest, twelfth night): {bpb[-1][2]:.3f}")
     ckpt = version / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
         from text_lm.generate_cli import main as generate

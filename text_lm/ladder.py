@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.errors import UserError, exit_on_user_error
+from shared.errors import ArgumentParser, UserError, exit_on_user_error
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "data/shakespeare_bpe"
@@ -41,14 +41,8 @@ DEFAULT_TOKENS = 262_144  # 128 steps of 8 x 256 tokens: the six rungs take abou
 PASSED_SECTIONS = ("model", "data", "trainer", "seed_everything", "checkpoint", "throughput", "nonfinite")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        print(f"error: {message} (see `text-lm ladder --help`)", file=sys.stderr)
-        sys.exit(2)
-
-
-def build_parser() -> _Parser:
-    p = _Parser(
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="text-lm ladder",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -10,17 +10,7 @@ import json
 from pathlib import Path
 
 from shared.io import atomic_path, write_json_atomic, write_text_atomic
-
-
-def read_scalars(version_dir: Path, tag: str) -> list[tuple[int, float, float]]:
-    """(step, wall_time, value) of every event of `tag` in a TensorBoard run folder."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(version_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    if tag not in acc.Tags().get("scalars", []):
-        return []
-    return [(e.step, e.wall_time, e.value) for e in acc.Scalars(tag)]
+from shared.tb_events import read_scalars
 
 
 def validation_curve(version_dir: Path, t0: float, tokens_per_step: int) -> list[dict]:

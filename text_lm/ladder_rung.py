@@ -143,7 +143,8 @@ def run_rung(
     progress: str = "",
 ) -> dict:
     """Train and score one rung; its row of the ladder's results. `passed` go last to `text-lm fit`."""
-    from text_lm.ladder_report import median, read_scalars, validation_curve
+    from shared.tb_events import read_scalars
+    from text_lm.ladder_report import median, validation_curve
 
     out = out.resolve()
     head = ["--data.data_dir", data_dir, "--trainer.default_root_dir", str(out), "--trainer.devices", "1"]

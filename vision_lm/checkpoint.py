@@ -49,19 +49,26 @@ def _config_dict(ckpt: dict, path) -> dict:
     return cfg
 
 
+LABELS = {"siglip": "SigLIP", "paligemma": "captioner (PaliGemma)"}
+
+
+def _checked_config(ckpt: dict, path, kind: str, config_cls):
+    """The stored config of a `kind` checkpoint as `config_cls`; another kind or a bad config is one line."""
+    if model_type(ckpt) != kind:
+        raise UserError(f"{path}: a {LABELS[model_type(ckpt)]} checkpoint, not a {LABELS[kind]} one")
+    try:
+        return config_cls.from_dict(_config_dict(ckpt, path))
+    except (TypeError, UserError) as e:
+        raise UserError(f"{path}: not a {LABELS[kind]} checkpoint ({e})") from None
+
+
 def _tokenizer(ckpt: dict, path) -> Tokenizer | None:
     return Tokenizer.from_dict(ckpt["tokenizer"], source=str(path)) if "tokenizer" in ckpt else None
 
 
 def siglip_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loaded:
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
-    if model_type(ckpt) != "siglip":
-        raise UserError(f"{path}: a {model_type(ckpt)} checkpoint, not a SigLIP one")
-    try:
-        config = SigLIPConfig.from_dict(_config_dict(ckpt, path))
-    except (TypeError, UserError) as e:
-        raise UserError(f"{path}: not a SigLIP checkpoint ({e})") from None
-    model = SigLIP(config)
+    model = SigLIP(_checked_config(ckpt, path, "siglip", SigLIPConfig))
     load_state_strict(model, submodule_state(ckpt), str(path))
     templates = ckpt.get("zero_shot_templates") or ["{}"]
     return Loaded(model.eval(), _tokenizer(ckpt, path), list(templates))
@@ -69,13 +76,7 @@ def siglip_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loaded
 
 def captioner_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> LoadedCaptioner:
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
-    if model_type(ckpt) != "paligemma":
-        raise UserError(f"{path}: a SigLIP checkpoint, not a captioner (PaliGemma) one")
-    try:
-        config = PaliGemmaConfig.from_dict(_config_dict(ckpt, path))
-    except (TypeError, UserError) as e:
-        raise UserError(f"{path}: not a captioner checkpoint ({e})") from None
-    model = PaliGemma(config)
+    model = PaliGemma(_checked_config(ckpt, path, "paligemma", PaliGemmaConfig))
     state = submodule_state(ckpt)
     state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
     load_state_strict(model, state, str(path))
