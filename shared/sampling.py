@@ -33,3 +33,28 @@ def sample_next(
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def decode_step(
+    logits: torch.Tensor,
+    done: torch.Tensor,
+    eos_id: int | None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    vocab_limit: int | None = None,
+) -> torch.Tensor:
+    """One step of a decoding loop: logits (B, V) -> next ids (B,).
+
+    Samples among ids below `vocab_limit` (the tokenizer's size when the embedding has spare
+    rows); rows already finished (`done`, (B,) bool) repeat `eos_id`, and rows that sample it
+    are marked in `done`, in place.
+    """
+    if vocab_limit is not None:
+        logits = logits[:, :vocab_limit]
+    nxt = sample_next(logits, temperature, top_k, top_p, generator)
+    if eos_id is not None:
+        nxt = nxt.masked_fill(done, eos_id)
+        done |= nxt == eos_id
+    return nxt

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from shared.errors import UserError
-from shared.sampling import sample_next
+from shared.sampling import decode_step
 from text_lm.model import Llama
 
 
@@ -49,12 +49,7 @@ def generate_tokens(
     logits = model(prompt, kv_caches=caches).logits[:, -1]
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     for step in range(max_new_tokens):
-        if vocab_limit is not None:
-            logits = logits[:, :vocab_limit]
-        nxt = sample_next(logits, temperature, top_k, top_p, generator)
-        if eos_id is not None:
-            nxt = nxt.masked_fill(done, eos_id)
-            done |= nxt == eos_id
+        nxt = decode_step(logits, done, eos_id, temperature, top_k, top_p, generator, vocab_limit)
         yield nxt
         if done.all() or step == max_new_tokens - 1:
             return

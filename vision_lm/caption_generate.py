@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from shared.masks import prefix_lm_mask, with_key_padding
-from shared.sampling import sample_next
+from shared.sampling import decode_step
 from shared.tokenizer import Tokenizer
 from vision_lm.paligemma import PaliGemma
 from vision_lm.text_batch import CAPTION_PREFIX
@@ -81,9 +81,7 @@ def generate(
     out = torch.empty(B, 0, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
-        logits = logits[:, :vocab_limit] if vocab_limit is not None else logits
-        nxt = sample_next(logits, temperature, top_k, top_p, generator).masked_fill(done, eos_id)  # (B,)
-        done |= nxt == eos_id
+        nxt = decode_step(logits, done, eos_id, temperature, top_k, top_p, generator, vocab_limit)  # (B,)
         out = torch.cat([out, nxt[:, None]], dim=1)
         if done.all() or step == max_new_tokens - 1:
             break
