@@ -21,14 +21,20 @@ from shared.errors import UserError
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a Lightning checkpoint with weights_only=True; a clear error for bad files."""
     p = Path(path)
-    check_checkpoint_file(p)
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt member, or an object weights_only refuses
-        raise UserError(f"{p}: {load_error(e)}") from None
+    ckpt = load_checked(p)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UserError(f"{p}: not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def load_checked(path: str | os.PathLike, map_location=None, weights_only: bool = True):
+    """`torch.load` (on the CPU unless `map_location` says otherwise, weights only unless told) with
+    every failure a UserError naming the file: missing, truncated, corrupt, or refused."""
+    check_checkpoint_file(path)
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=weights_only)
+    except Exception as e:  # a corrupt member, or an object weights_only refuses
+        raise UserError(f"{path}: {load_error(e)}") from None
 
 
 def check_checkpoint_file(path: str | os.PathLike) -> None:

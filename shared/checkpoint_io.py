@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from shared.checkpoint import check_checkpoint_file, load_error
-from shared.errors import UserError
+from shared.checkpoint import load_checked
 from shared.io import atomic_path
 
 
@@ -53,15 +52,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
-        check_checkpoint_file(path)
-        try:
-            return torch.load(
-                path,
-                map_location=map_location or "cpu",
-                weights_only=True if weights_only is None else weights_only,
-            )
-        except Exception as e:  # weights_only refusals, corrupt members: all the file's fault
-            raise UserError(f"{path}: {load_error(e)}") from None
+        return load_checked(path, map_location, True if weights_only is None else weights_only)
 
 
 def _fsync_dir(folder: Path) -> None:
