@@ -28,8 +28,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import torch  # noqa: E402
 from fault_helpers import fit_argv, kill, read_losses, recorder_args, start_fit, wait_until  # noqa: E402
 
-from shared.checkpoint import read_checkpoint  # noqa: E402
 from shared.errors import UserError  # noqa: E402
+from shared.train.checkpoint import read_checkpoint  # noqa: E402
 from text_lm.prepare import prepare  # noqa: E402
 
 # Wide and fed small batches, so that checkpoint writes (~40 MB with the AdamW state) take a

@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shared.checkpoint import read_checkpoint  # noqa: E402
-from shared.tb_events import latest_version, read_scalars  # noqa: E402
+from shared.train.checkpoint import read_checkpoint  # noqa: E402
+from shared.train.tb_events import latest_version, read_scalars  # noqa: E402
 
 
 def text_lm(*args: str) -> None:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/tokenizer_bench.py [--vocab-sizes 4096 16384] [--repeats 3] [--no-write]
 
-On the fixed Shakespeare split (DESIGN.md section 4: train = every play but Hamlet, The
+On the fixed Shakespeare split (ARCHITECTURE.md section 4: train = every play but Hamlet, The
 Tempest and Twelfth Night; held out = those three), for each vocabulary size:
 
 - training time: ours (one process) vs `tokenizers` BPE with the byte-level pre-tokenizer

@@ -23,7 +23,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from shared.checkpoint_io import AtomicCheckpointIO
+from shared.train.checkpoint_io import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent

@@ -83,7 +83,7 @@ def prepared(tmp_path_factory):
 @pytest.mark.parametrize(
     "module, path, nth",
     [
-        ("shared.bpe_train", "learn_merges", 1),  # training the tokenizer
+        ("shared.tokenizer.train", "learn_merges", 1),  # training the tokenizer
         (
             "shared.tokenizer",
             "Tokenizer.encode_batch",

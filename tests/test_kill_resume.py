@@ -19,7 +19,7 @@ from fault_helpers import (
     wait_until,
 )
 
-from shared.checkpoint_io import AtomicCheckpointIO
+from shared.train.checkpoint_io import AtomicCheckpointIO
 from text_lm.cli import main as text_lm
 from text_lm.prepare import prepare
 

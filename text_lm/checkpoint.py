@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
+from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
 

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     elif cmd == "ladder":
         from text_lm.ladder import main as run
     elif cmd in TRAIN_COMMANDS:
-        from shared.cli import run_cli
+        from shared.train.cli import run_cli
         from text_lm.data import TextDataModule
         from text_lm.module import LanguageModelModule
 

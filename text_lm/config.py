@@ -14,8 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.config import MoEConfig, TransformerConfig
 from shared.errors import UserError
+from shared.nn.config import MoEConfig, TransformerConfig
 
 
 @dataclass

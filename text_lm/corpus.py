@@ -9,7 +9,7 @@ Inputs are files, folders (searched recursively) and glob patterns. By extension
 Validation never shares a document with training: whole sources (files) go to one side.
 The rule, in order:
 1. `--val-files NAME ...`: those sources (by file name or path).
-2. the shipped Shakespeare corpus: hamlet, tempest and twelfth_night (DESIGN.md section 4).
+2. the shipped Shakespeare corpus: hamlet, tempest and twelfth_night (ARCHITECTURE.md section 4).
 3. several sources: whole sources from the end of the list sorted by name, until they hold
    `--val-fraction` of the bytes, always leaving one for training. If that would put more
    than half of the bytes in validation (a few files of very different sizes), rule 4 is

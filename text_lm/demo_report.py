@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from shared.errors import exit_on_user_error
-from shared.tb_events import latest_version, read_scalars
+from shared.train.tb_events import latest_version, read_scalars
 
 
 @exit_on_user_error

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from shared.errors import UserError
-from shared.sampling import decode_step
+from shared.nn.sampling import decode_step
 from text_lm.model import Llama
 
 

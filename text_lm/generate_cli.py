@@ -7,7 +7,7 @@ import codecs
 import sys
 
 from shared.errors import ArgumentParser, UserError, exit_on_user_error
-from shared.sampling_args import add_sampling_args, check_sampling_args
+from shared.train.sampling_args import add_sampling_args, check_sampling_args
 
 
 def parser() -> argparse.ArgumentParser:

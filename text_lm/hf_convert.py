@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from shared.config import MoEConfig
 from shared.errors import UserError
-from shared.hf_io import read_export, write_export
+from shared.nn.config import MoEConfig
+from shared.train.hf_io import read_export, write_export
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
 

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     import lightning
     import torch
 
-    from shared.quiet import quiet
+    from shared.train.quiet import quiet
     from text_lm.ladder_report import markdown_table, write_report
     from text_lm.ladder_rung import run_rung
 

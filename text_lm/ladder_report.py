@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from shared.io import atomic_path, write_json_atomic, write_text_atomic
-from shared.tb_events import read_scalars
+from shared.train.tb_events import read_scalars
 
 
 def validation_curve(version_dir: Path, t0: float, tokens_per_step: int) -> list[dict]:

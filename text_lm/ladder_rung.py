@@ -143,7 +143,7 @@ def run_rung(
     progress: str = "",
 ) -> dict:
     """Train and score one rung; its row of the ladder's results. `passed` go last to `text-lm fit`."""
-    from shared.tb_events import read_scalars
+    from shared.train.tb_events import read_scalars
     from text_lm.ladder_report import median, validation_curve
 
     out = out.resolve()
@@ -193,7 +193,7 @@ def rung_process(spec_json: str) -> None:
     import lightning as L
     import torch
 
-    from shared.checkpoint import read_checkpoint
+    from shared.train.checkpoint import read_checkpoint
     from text_lm.cli import main as text_lm
     from text_lm.config import LlamaConfig
     from text_lm.data import TextDataModule

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.errors import UserError
-from shared.kv_cache import KVCache
-from shared.transformer import Transformer
+from shared.nn.kv_cache import KVCache
+from shared.nn.transformer import Transformer
 from text_lm.config import LlamaConfig
 
 

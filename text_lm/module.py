@@ -2,7 +2,7 @@
 
 Loss = next-token cross-entropy + aux_loss_coef * MoE load-balancing loss
        + z_loss_coef * router z-loss.
-Metrics (DESIGN.md section 5): train/loss, train/aux_loss, train/grad_norm, val/loss,
+Metrics (ARCHITECTURE.md section 5): train/loss, train/aux_loss, train/grad_norm, val/loss,
 val/ppl, val/bpb, moe/expert_load, samples/text. Bits per byte = NLL in bits over the
 validation tokens / their UTF-8 bytes (exact from the shard's byte count): unlike
 perplexity it compares models with different tokenizers.
@@ -18,7 +18,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.text import Perplexity
 
 from shared.errors import UserError
-from shared.optim import configure_adamw, log_grad_norm, schedule_length
+from shared.train.optim import configure_adamw, log_grad_norm, schedule_length
 from text_lm.checkpoint import load_model_weights
 from text_lm.config import LlamaConfig
 from text_lm.generate import generate_tokens

@@ -1,6 +1,6 @@
 """Token shards on disk: the `meta.json` contract between `text-lm prepare` and `TextDataModule`.
 
-A prepared folder (DESIGN.md section 3) holds
+A prepared folder (ARCHITECTURE.md section 3) holds
 
     tokenizer.json   the tokenizer that produced the ids
     train.bin        flat little-endian uint16 (vocabulary <= 65536) or uint32 token ids

@@ -58,7 +58,7 @@ def read_texts(files: list[Path]) -> Iterator[str]:
 def _build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="text-lm tokenizer",
-        description="Train, apply and invert the byte-level BPE tokenizer (file format: DESIGN.md section 3).",
+        description="Train, apply and invert the byte-level BPE tokenizer (file format: ARCHITECTURE.md section 3).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,encode,decode}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from shared.errors import UserError, exit_on_user_error
-from shared.sampling_args import add_sampling_args, check_sampling_args
+from shared.train.sampling_args import add_sampling_args, check_sampling_args
 
 
 def parser() -> argparse.ArgumentParser:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from shared.masks import prefix_lm_mask, with_key_padding
-from shared.sampling import decode_step
+from shared.nn.masks import prefix_lm_mask, with_key_padding
+from shared.nn.sampling import decode_step
 from shared.tokenizer import Tokenizer
 from vision_lm.paligemma import PaliGemma
 from vision_lm.text_batch import CAPTION_PREFIX

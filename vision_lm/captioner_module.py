@@ -3,7 +3,7 @@
 Training: teacher-forced next-token cross-entropy on the suffix only (`suffix_loss`), over
 batches of the `ImageTextDataModule` in mode "captioning", "vqa" or "multitask" (both).
 
-Logged (DESIGN.md section 5): train/loss, train/grad_norm, val/loss, and, from texts
+Logged (ARCHITECTURE.md section 5): train/loss, train/grad_norm, val/loss, and, from texts
 generated greedily for every validation example (KV-cached, `caption_generate.py`):
 - val/caption_exact: share of captions generated exactly (string equality);
 - val/bleu: corpus BLEU-4 of the generated captions against the true ones (torchmetrics);
@@ -26,7 +26,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
 from shared.errors import UserError
-from shared.optim import configure_adamw, log_grad_norm, schedule_length
+from shared.train.optim import configure_adamw, log_grad_norm, schedule_length
 from vision_lm.caption_generate import generate
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss

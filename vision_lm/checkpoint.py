@@ -1,6 +1,6 @@
 """Rebuild a `SigLIP` or a `PaliGemma` (with its tokenizer) from a checkpoint alone, safely.
 
-`shared.checkpoint.read_checkpoint` loads with `torch.load(weights_only=True)`: tensors and
+`shared.train.checkpoint.read_checkpoint` loads with `torch.load(weights_only=True)`: tensors and
 plain containers only, so a checkpoint cannot run code; a truncated or foreign file is a
 `UserError` naming it. Captioner checkpoints say so (`"model_type": "paligemma"`); SigLIP
 ones, older, carry no type.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from shared.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
+from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from vision_lm.config import SigLIPConfig, VisionConfig
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import PaliGemmaConfig

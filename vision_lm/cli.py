@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     elif cmd in TRAIN_COMMANDS:
         import lightning as L
 
-        from shared.cli import run_cli
+        from shared.train.cli import run_cli
         from vision_lm.data import ImageTextDataModule
 
         args = None if from_sys else argv

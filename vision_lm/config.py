@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.config import TransformerConfig
 from shared.errors import UserError
+from shared.nn.config import TransformerConfig
 
 
 def _positive(prefix: str, obj, names: tuple[str, ...]) -> None:

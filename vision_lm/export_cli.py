@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     args = p.parse_args(argv)
 
-    from shared.checkpoint import read_checkpoint
+    from shared.train.checkpoint import read_checkpoint
     from vision_lm.checkpoint import captioner_from_checkpoint, model_type, siglip_from_checkpoint
 
     ckpt = read_checkpoint(args.checkpoint)
@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> None:
             ids["image_token_index"] = tok.special_tokens["<image>"]  # the placeholder HF's processor writes
     out = save_hf(loaded.model, args.out, token_ids=ids)
     if tok is not None:
-        tok.save(out / "bpe_tokenizer.json")  # our format (DESIGN.md section 3); tiktoken-compatible ranks
+        tok.save(
+            out / "bpe_tokenizer.json"
+        )  # our format (ARCHITECTURE.md section 3); tiktoken-compatible ranks
     n = sum(p.numel() for p in loaded.model.parameters()) / 1e6
     print(f"exported {loaded.model.config.name} ({n:.1f}M parameters) to {out}")
 

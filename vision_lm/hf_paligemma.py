@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
-from shared.hf_io import read_export, rename_checked, write_export
+from shared.train.hf_io import read_export, rename_checked, write_export
 from vision_lm.config import VisionConfig
 from vision_lm.hf_siglip import hf_name as siglip_hf_name
 from vision_lm.hf_siglip import vision_hf_config

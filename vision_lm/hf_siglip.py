@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
-from shared.hf_io import read_export, rename_checked, write_export
+from shared.train.hf_io import read_export, rename_checked, write_export
 from vision_lm.config import SigLIPConfig, TextTowerConfig, VisionConfig
 from vision_lm.siglip import SigLIP
 

@@ -7,7 +7,7 @@
     [image tokens ; text tokens] (B, N + T, D) -> shared Transformer under the prefix-LM mask
       -> tied head (logits = h @ E^T)              -> (B, T, V) logits at the text positions
 
-Prefix-LM (`shared/masks.py`): the image and the prompt attend to each other in both
+Prefix-LM (`shared/nn/masks.py`): the image and the prompt attend to each other in both
 directions, so the image tokens can already be read "in the light of" the question; the
 suffix is causal, and only suffix tokens are predicted (`suffix_loss`). Compared with a
 plain decoder (GPT-2, Llama) only the input (image tokens before the text) and the mask
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.kv_cache import KVCache
-from shared.masks import prefix_lm_mask
-from shared.transformer import Transformer
+from shared.nn.kv_cache import KVCache
+from shared.nn.masks import prefix_lm_mask
+from shared.nn.transformer import Transformer
 from vision_lm.paligemma_config import PaliGemmaConfig
 from vision_lm.vit import VisionTower
 
@@ -42,7 +42,7 @@ class PaliGemma(nn.Module):
         self.vision = VisionTower(config.vision)  # initialises itself
         self.projector = nn.Linear(config.vision.dim, d.dim, bias=True)
         self.embed = nn.Embedding(d.vocab_size, d.dim)
-        self.decoder = Transformer(config.transformer())  # initialises itself (shared/init.py)
+        self.decoder = Transformer(config.transformer())  # initialises itself (shared/nn/init.py)
         self.lm_head = nn.Linear(d.dim, d.vocab_size, bias=False)
         self.lm_head.weight = self.embed.weight  # tied, as Gemma
         self.embed_scale = math.sqrt(d.dim)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from shared.config import TransformerConfig
 from shared.errors import UserError
+from shared.nn.config import TransformerConfig
 from vision_lm.config import VisionConfig
 
 

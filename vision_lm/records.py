@@ -1,7 +1,7 @@
 """Where image-text pairs come from: an imagefolder on disk or a Hugging Face `datasets` dataset.
 
 A data folder (`data.data_dir`) is one of:
-- an imagefolder (DESIGN.md section 3): `DIR/{train,val,test}/metadata.jsonl`, one JSON
+- an imagefolder (ARCHITECTURE.md section 3): `DIR/{train,val,test}/metadata.jsonl`, one JSON
   object per line with `file_name` and `text` (caption), optionally `question`, `answer`,
   `label` and `scene` (the shapes set writes all of them), images beside it;
 - a `datasets.DatasetDict` saved with `save_to_disk`, with an image column and a text column;

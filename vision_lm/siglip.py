@@ -54,7 +54,7 @@ class SigLIP(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """The towers initialise themselves (`VisionTower.init_weights`, `TextTower.init_weights`,
-        `shared/init.py`); here: t = config.init_t (log 10), b = config.init_b (-10) and the
+        `shared/nn/init.py`); here: t = config.init_t (log 10), b = config.init_b (-10) and the
         optional image projection normal(0, 0.02)."""
         self.logit_scale.fill_(self.config.init_t)
         self.logit_bias.fill_(self.config.init_b)

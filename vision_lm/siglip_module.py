@@ -1,6 +1,6 @@
 """`SigLIPModule`: the training system around `SigLIP` (loss, evaluation, logging, optimizer).
 
-Logged (DESIGN.md section 5): train/loss, train/temperature (exp(t), the cosine's
+Logged (ARCHITECTURE.md section 5): train/loss, train/temperature (exp(t), the cosine's
 multiplier, 10 at the start), train/bias (b), train/grad_norm, val/loss, and at the end of
 each validation: val/zero_shot_acc, val/recall@{1,5}_{i2t,t2i} and a sigmoid(logit) image
 of the first 16 pairs (val/similarity, TensorBoard). `test` evaluates the test split,
@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from shared.errors import UserError
-from shared.optim import configure_adamw, log_grad_norm, schedule_length
+from shared.train.optim import configure_adamw, log_grad_norm, schedule_length
 from vision_lm.config import SigLIPConfig
 from vision_lm.evaluation import embed_classes, pair_matrix, recall_at_k, zero_shot_accuracy
 from vision_lm.losses import contrastive_loss, gather, world

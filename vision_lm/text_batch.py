@@ -13,7 +13,7 @@ these ids in the captioner, so position 0 here follows the last image token):
     `---- prefix_len = 4 ----'     `-- loss_mask = True ---'
 
 The prefix (with the image) is attended bidirectionally, the suffix causally (the
-prefix-LM mask, `shared/masks.py`), and only suffix tokens are predicted. VQA uses the
+prefix-LM mask, `shared/nn/masks.py`), and only suffix tokens are predicted. VQA uses the
 prefix "answer en {question}" and the suffix `answer`. A batch may mix both tasks; its
 `task` tensor says which each row is (an index into `TASKS`).
 """

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from shared.errors import UserError
-from shared.transformer import Transformer
+from shared.nn.transformer import Transformer
 from vision_lm.config import TextTowerConfig
 
 
@@ -38,7 +38,7 @@ class TextTower(nn.Module):
     def init_weights(self, std: float = 0.02) -> None:
         """token_embed, pos_embed and head.weight: normal(0, std); head.bias: zeros.
 
-        The stack initialises itself (`shared/init.py`).
+        The stack initialises itself (`shared/nn/init.py`).
         """
         for p in (self.token_embed.weight, self.pos_embed, self.head.weight):
             nn.init.normal_(p, 0.0, std)

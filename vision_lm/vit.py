@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from shared.errors import UserError
-from shared.init import init_weights
-from shared.mlp import MLP
-from shared.norms import make_norm
-from shared.transformer import Transformer
+from shared.nn.init import init_weights
+from shared.nn.mlp import MLP
+from shared.nn.norms import make_norm
+from shared.nn.transformer import Transformer
 from vision_lm.config import VisionConfig
 
 
@@ -68,7 +68,7 @@ class VisionTower(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, std: float = 0.02) -> None:
-        """Everything outside the stack (the stack initialises itself, see `shared/init.py`):
+        """Everything outside the stack (the stack initialises itself, see `shared/nn/init.py`):
 
         | parameter                         | initialisation                                  |
         |-----------------------------------|-------------------------------------------------|

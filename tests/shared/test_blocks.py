@@ -4,15 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared.attention import Attention
-from shared.config import MoEConfig, TransformerConfig
 from shared.errors import UserError
-from shared.masks import causal_mask, prefix_lm_mask, with_key_padding
-from shared.moe import MoE
-from shared.norms import RMSNorm
-from shared.rope import RotaryEmbedding, apply_rope
-from shared.sampling import sample_next
-from shared.transformer import Transformer
+from shared.nn.attention import Attention
+from shared.nn.config import MoEConfig, TransformerConfig
+from shared.nn.masks import causal_mask, prefix_lm_mask, with_key_padding
+from shared.nn.moe import MoE
+from shared.nn.norms import RMSNorm
+from shared.nn.rope import RotaryEmbedding, apply_rope
+from shared.nn.sampling import sample_next
+from shared.nn.transformer import Transformer
 
 
 def cfg(**kw):

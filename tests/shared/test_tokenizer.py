@@ -17,10 +17,10 @@ from conftest import play
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.bpe_encode import GPT4_PATTERN_ASCII, split_blocks
-from shared.bpe_merge import PairHash, merge_batch, merge_parts, merge_parts_long
 from shared.errors import UserError
 from shared.tokenizer import DEFAULT_SPECIAL_TOKENS, GPT4_PATTERN, Tokenizer
+from shared.tokenizer.encode import GPT4_PATTERN_ASCII, split_blocks
+from shared.tokenizer.merge import PairHash, merge_batch, merge_parts, merge_parts_long
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -102,9 +102,9 @@ def test_long_chunks_and_fresh_cache_match_tiktoken(tok, twin):
 
 
 def test_text_longer_than_a_block_is_split_exactly(tok, twin, monkeypatch):
-    import shared.bpe_encode
+    import shared.tokenizer.encode
 
-    monkeypatch.setattr(shared.bpe_encode, "_BLOCK", 997)
+    monkeypatch.setattr(shared.tokenizer.encode, "_BLOCK", 997)
     text = play("hamlet_gut.txt")[:60000] + " é  \n\n" + "x" * 3000
     assert Tokenizer.from_dict(tok.to_dict()).encode(text) == twin.encode_ordinary(text)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shared.masks import prefix_lm_mask, with_key_padding
+from shared.nn.masks import prefix_lm_mask, with_key_padding
 from vision_lm.caption_generate import generate
 from vision_lm.paligemma import PaliGemma, suffix_loss
 from vision_lm.paligemma_config import DecoderConfig, PaliGemmaConfig
@@ -31,7 +31,7 @@ def model():
 
 
 def test_mask_worked_examples():
-    """The two examples of shared/masks.py's docstring."""
+    """The two examples of shared/nn/masks.py's docstring."""
     m = prefix_lm_mask(torch.tensor([3]), 5)[0, 0].int()
     assert m.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
     keep = torch.tensor([[1, 0, 1, 1, 1]]).bool()  # image, <pad>, prompt, then one generated token

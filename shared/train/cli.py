@@ -5,7 +5,7 @@ It fixes the known pitfalls once:
   moves logs and checkpoints together and configs never hard-code a `save_dir`;
 - ModelCheckpoint (last + best by `val/loss`), LearningRateMonitor, Throughput and
   NonFiniteGuard always present and configurable (`--checkpoint.*`, `--nonfinite.*`);
-- checkpoints written atomically (`shared/checkpoint_io.py`), so a kill never leaves a
+- checkpoints written atomically (`shared/train/checkpoint_io.py`), so a kill never leaves a
   `last.ckpt` that cannot be loaded, and read with `weights_only=True`;
 - `--ckpt_path last` resumes the newest run folder `<root>/<name>/version_N` and keeps logging
   into it (Lightning alone would look in a fresh `version_N+1` and start from scratch);
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from shared.errors import UserError
-from shared.quiet import quiet
+from shared.train.quiet import quiet
 
 CKPT_KEYWORDS = ("last", "best", "hpc")
 
@@ -43,9 +43,9 @@ def run_cli(
     from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from shared.callbacks import NonFiniteGuard, Throughput
-    from shared.checkpoint import check_checkpoint_file, load_error
-    from shared.checkpoint_io import AtomicCheckpointIO, newest_run
+    from shared.train.callbacks import NonFiniteGuard, Throughput
+    from shared.train.checkpoint import check_checkpoint_file, load_error
+    from shared.train.checkpoint_io import AtomicCheckpointIO, newest_run
 
     new_run_dirs: list[Path] = []  # run folders this command creates: removed again if it fails early
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shared.config import MoEConfig
-from shared.mlp import GatedMLP, activation
+from shared.nn.config import MoEConfig
+from shared.nn.mlp import GatedMLP, activation
 
 
 @dataclass

@@ -13,10 +13,10 @@ runs with their trailing newlines, and whitespace runs that leave the last space
 next word.
 
 Ids: 0-255 are bytes, 256 + i is merge i (rank order), then the special tokens. The
-file (`tokenizer.json`, DESIGN.md section 3) stores exactly pattern, merges and specials,
+file (`tokenizer.json`, ARCHITECTURE.md section 3) stores exactly pattern, merges and specials,
 which is what `tiktoken.Encoding(mergeable_ranks=...)` needs, and encodings match it.
-Training lives in `shared/bpe_train.py`, encoding in `shared/bpe_encode.py` and
-`shared/bpe_merge.py`, the file format in `shared/tokenizer_file.py`.
+Training lives in `shared/tokenizer/train.py`, encoding in `shared/tokenizer/encode.py` and
+`shared/tokenizer/merge.py`, the file format in `shared/tokenizer/file_format.py`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import regex
 
-from shared.bpe_encode import GPT4_PATTERN, TextEncoder
 from shared.errors import UserError
-from shared.tokenizer_file import (
+from shared.tokenizer.encode import GPT4_PATTERN, TextEncoder
+from shared.tokenizer.file_format import (
     FILE_TYPE,
     FILE_VERSION,
     check_tokenizer_dict,
@@ -101,8 +101,8 @@ class Tokenizer:
         pattern: str = GPT4_PATTERN,
         progress: bool = True,
     ) -> Tokenizer:
-        """Learn `vocab_size - 256 - len(special_tokens)` merges from `texts` (see `shared/bpe_train.py`)."""
-        from shared.bpe_train import count_chunks, learn_merges
+        """Learn `vocab_size - 256 - len(special_tokens)` merges from `texts` (see `shared/tokenizer/train.py`)."""
+        from shared.tokenizer.train import count_chunks, learn_merges
 
         special_tokens = tuple(special_tokens)
         n_merges = vocab_size - 256 - len(special_tokens)
@@ -235,7 +235,7 @@ class Tokenizer:
         return self._sha256
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write `tokenizer.json` atomically (`shared/tokenizer_file.py`)."""
+        """Write `tokenizer.json` atomically (`shared/tokenizer/file_format.py`)."""
         write_tokenizer_json(path, self.to_dict())
 
     @classmethod
@@ -245,7 +245,7 @@ class Tokenizer:
 
     @classmethod
     def from_dict(cls, d: object, source: str = "tokenizer") -> Tokenizer:
-        """Validate the DESIGN.md section 3 fields of `d`; errors name `source` and the field."""
+        """Validate the ARCHITECTURE.md section 3 fields of `d`; errors name `source` and the field."""
         d = check_tokenizer_dict(d, source)
         try:
             return cls(d["merges"], d["special_tokens"], d["pattern"])

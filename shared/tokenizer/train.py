@@ -34,7 +34,7 @@ from collections.abc import Iterable
 
 import regex
 
-from shared.bpe_encode import GPT4_PATTERN, GPT4_PATTERN_ASCII, split_blocks
+from shared.tokenizer.encode import GPT4_PATTERN, GPT4_PATTERN_ASCII, split_blocks
 
 _STREAM_ABOVE = 1 << 22  # characters; longer texts are counted from finditer, not a findall list
 

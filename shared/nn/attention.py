@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.config import TransformerConfig
-from shared.kv_cache import KVCache
-from shared.masks import causal_mask
-from shared.rope import apply_rope
+from shared.nn.config import TransformerConfig
+from shared.nn.kv_cache import KVCache
+from shared.nn.masks import causal_mask
+from shared.nn.rope import apply_rope
 
 
 class Attention(nn.Module):

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from shared.checkpoint import load_checked
 from shared.io import atomic_path
+from shared.train.checkpoint import load_checked
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -21,7 +21,7 @@ import re
 
 import regex
 
-from shared.bpe_merge import PairHash, merge_batch, merge_parts
+from shared.tokenizer.merge import PairHash, merge_batch, merge_parts
 
 # tiktoken's cl100k_base pre-split pattern (GPT-4); `shared.tokenizer` re-exports it.
 GPT4_PATTERN = (

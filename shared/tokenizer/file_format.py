@@ -1,4 +1,4 @@
-"""The `tokenizer.json` file (DESIGN.md section 3): reading, checking and writing its fields.
+"""The `tokenizer.json` file (ARCHITECTURE.md section 3): reading, checking and writing its fields.
 
     {"type": "byte_bpe", "version": 1, "pattern": "...", "merges": [[a, b], ...],
      "special_tokens": {"<|bos|>": 4352, ...}}

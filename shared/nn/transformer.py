@@ -16,14 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shared.attention import Attention
-from shared.config import TransformerConfig
-from shared.init import init_weights
-from shared.kv_cache import KVCache
-from shared.mlp import make_mlp
-from shared.moe import MoE, MoEStats
-from shared.norms import make_norm
-from shared.rope import RotaryEmbedding
+from shared.nn.attention import Attention
+from shared.nn.config import TransformerConfig
+from shared.nn.init import init_weights
+from shared.nn.kv_cache import KVCache
+from shared.nn.mlp import make_mlp
+from shared.nn.moe import MoE, MoEStats
+from shared.nn.norms import make_norm
+from shared.nn.rope import RotaryEmbedding
 
 
 @dataclass
