@@ -7,7 +7,7 @@ towers. Models translate their own config dataclass into this one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from shared.errors import UserError
@@ -50,7 +50,10 @@ class TransformerConfig:
     """Per-head size (None: dim // n_heads). Gemma decouples it from dim."""
     hidden_dim: int | None = None
     """MLP hidden size (None: 4 * dim for plain MLPs, 8/3 * dim rounded to 64 for gated ones)."""
-    mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"
+    mixer: str = "attention"
+    """Token mixer of each block, a name in `shared/nn/registry.py` (`attention`: GQA self-attention)."""
+    mlp: str = "swiglu"
+    """Feed-forward of each block, a name in `shared/nn/registry.py`: `swiglu`, `geglu` or `gelu`."""
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     norm_eps: float = 1e-5
     norm_unit_offset: bool = False
@@ -70,10 +73,8 @@ class TransformerConfig:
     causal: bool = True
     """Default attention pattern when no explicit mask is given."""
     dropout: float = 0.0
-    final_norm: bool = True
     moe: MoEConfig | None = None
     init_std: float = 0.02
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("dim", "n_layers", "n_heads"):

@@ -65,9 +65,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = (
-            make_norm(cfg.norm, cfg.dim, cfg.norm_eps, cfg.norm_unit_offset) if cfg.final_norm else None
-        )
+        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps, cfg.norm_unit_offset)
         self.rope = None
         if cfg.rope:
             self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling)
@@ -102,7 +100,7 @@ class Transformer(nn.Module):
                 x, s = layer(x, rope, mask, cache, start_pos)
             if s is not None:
                 stats.append(s)
-        out = StackOutput(self.norm(x) if self.norm is not None else x)
+        out = StackOutput(self.norm(x))
         if stats:
             out.aux_loss = torch.stack([s.aux_loss for s in stats]).mean()
             out.z_loss = torch.stack([s.z_loss for s in stats]).mean()
