@@ -33,7 +33,7 @@ def prompt_ids(tok: Tokenizer, prompt: str = CAPTION_PREFIX) -> list[int]:
     return [tok.bos_id, *tok.encode(prompt), tok.token_id("<|sep|>")]
 
 
-@torch.no_grad()  # not inference_mode: RoPE tables grown here are used by training afterwards
+@torch.inference_mode()  # RoPE tables grown here are rebuilt before training uses them (shared/nn/rope.py)
 def generate(
     model: PaliGemma,
     pixels: torch.Tensor,

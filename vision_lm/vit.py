@@ -52,7 +52,7 @@ class MAPHead(nn.Module):
         """x (B, N, D) -> (B, D)."""
         probe = self.probe.expand(x.shape[0], -1, -1)  # (B, 1, D)
         h = self.attention(probe, x, x, need_weights=False)[0]  # (B, 1, D)
-        h = h + self.mlp(self.layernorm(h))
+        h = h + self.mlp(self.layernorm(h))[0]  # feed-forwards return (y, aux); aux is None here
         return h[:, 0]
 
 

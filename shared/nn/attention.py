@@ -7,6 +7,9 @@ GQA (Ainslie et al. 2023): H query heads share K <= H key/value heads in groups 
 K = H is GPT-2's multi-head attention, K = 1 is multi-query attention. Fewer KV heads
 shrink the KV cache (and its memory traffic during decoding) by H/K at little cost in
 quality.
+
+Registered as the `attention` mixer (`shared/nn/registry.py`): forward(x, ctx) reads the RoPE
+tables, mask, this layer's KV cache and start_pos from the per-call `StackContext`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.nn.config import TransformerConfig
-from shared.nn.kv_cache import KVCache
+from shared.nn.context import StackContext
 from shared.nn.masks import causal_mask
+from shared.nn.registry import register_mixer
 from shared.nn.rope import apply_rope
 
+NO_CONTEXT = StackContext()
+"""A lone call: no RoPE, the configured default mask, no cache."""
 
+
+@register_mixer("attention")
 class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -32,29 +40,23 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.attn_bias)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=cfg.out_bias)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        mask: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
-        start_pos: int = 0,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: StackContext = NO_CONTEXT) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D).
 
-        mask: boolean, True = attend, broadcastable to (B, H, T, S); None = the configured
-        default (causal or bidirectional). With a cache, the new tokens sit at positions
-        [start_pos, start_pos + T) and attend to every cached position before them.
+        ctx.mask: boolean, True = attend, broadcastable to (B, H, T, S); None = the configured
+        default (causal or bidirectional). With a cache (ctx.kv_cache), the new tokens sit at
+        positions [start_pos, start_pos + T) and attend to every cached position before them.
         """
         B, T, _ = x.shape
+        mask, kv_cache = ctx.mask, ctx.kv_cache
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
-        if rope is not None:
-            cos, sin = rope
+        if ctx.rope is not None:
+            cos, sin = ctx.rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:
-            k, v = kv_cache.update(k, v, start_pos)  # (B, K, S, Dh), S = start_pos + T
+            k, v = kv_cache.update(k, v, ctx.start_pos)  # (B, K, S, Dh), S = start_pos + T
             k, v = k.to(q.dtype), v.to(q.dtype)
         is_causal = False
         if mask is None and self.causal and T > 1:

@@ -1,10 +1,13 @@
-"""Feed-forward blocks.
+"""Feed-forward blocks, registered under the `TransformerConfig.mlp` names (`shared/nn/registry.py`).
 
-GPT-2: down(gelu(up(x))), hidden = 4 * dim, with biases.
-SwiGLU (Shazeer 2020, used by Llama): down(silu(gate(x)) * up(x)). The gate lets each
+GPT-2 (`gelu`): down(gelu(up(x))), hidden = 4 * dim, with biases.
+SwiGLU (`swiglu`, Shazeer 2020, used by Llama): down(silu(gate(x)) * up(x)). The gate lets each
 hidden unit scale itself by the input; at 2/3 of the hidden size it matches the plain
 MLP's parameters and trains to a lower loss.
-GeGLU (Gemma): the same with GELU(tanh) as the gate's activation.
+GeGLU (`geglu`, Gemma): the same with GELU(tanh) as the gate's activation.
+
+Every feed-forward returns (y, aux): aux is None here (dense layers have nothing to report)
+and the MoE layer's routing statistics in `shared/nn/moe.py`, so the block treats both alike.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from shared.nn.config import TransformerConfig
+from shared.nn.registry import register_feed_forward
 
 
 def activation(kind: str, gelu_approximate: str = "tanh"):
@@ -39,8 +45,9 @@ class GatedMLP(nn.Module):
         self.down_proj = nn.Linear(hidden_dim, dim, bias=bias)
         self.act = activation(kind, gelu_approximate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """x (..., D) -> (y (..., D), None)."""
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x)), None
 
 
 class MLP(nn.Module):
@@ -52,11 +59,17 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(hidden_dim, dim, bias=bias)
         self.act = activation("gelu", gelu_approximate)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.up_proj(x)))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """x (..., D) -> (y (..., D), None)."""
+        return self.down_proj(self.act(self.up_proj(x))), None
 
 
-def make_mlp(kind: str, dim: int, hidden_dim: int, bias: bool, gelu_approximate: str = "tanh") -> nn.Module:
-    if kind == "gelu":
-        return MLP(dim, hidden_dim, bias=bias, gelu_approximate=gelu_approximate)
-    return GatedMLP(dim, hidden_dim, kind=kind, bias=bias, gelu_approximate=gelu_approximate)
+@register_feed_forward("swiglu")
+@register_feed_forward("geglu")
+def gated_mlp(cfg: TransformerConfig) -> GatedMLP:
+    return GatedMLP(cfg.dim, cfg.hidden_dim, cfg.mlp, cfg.out_bias, cfg.gelu_approximate)
+
+
+@register_feed_forward("gelu")
+def plain_mlp(cfg: TransformerConfig) -> MLP:
+    return MLP(cfg.dim, cfg.hidden_dim, cfg.out_bias, cfg.gelu_approximate)

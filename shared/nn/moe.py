@@ -13,6 +13,11 @@ which is 1.0 under perfectly uniform routing and grows as routing concentrates. 
 optional router z-loss (Zoph et al. 2022, ST-MoE) = mean(logsumexp(logits)^2) keeps
 router logits small. Shared experts (DeepSeekMoE) see every token, outside the router.
 
+In the block it replaces the dense feed-forward whenever `TransformerConfig.moe` is set
+(`shared/nn/registry.build_feed_forward`); `TransformerConfig.mlp` then names the experts'
+activation (`swiglu` or `geglu`: experts are gated MLPs). Like every feed-forward it returns
+(y, aux), aux being this layer's `MoEStats`.
+
 Dispatch: assignments are sorted by expert so each expert runs one matmul over a
 contiguous slice; there is no loop over tokens and a single host sync (the per-expert
 counts) per layer.
@@ -25,7 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from shared.nn.config import MoEConfig
+from shared.errors import UserError
+from shared.nn.config import MoEConfig, TransformerConfig
 from shared.nn.mlp import GatedMLP, activation
 
 
@@ -50,8 +56,8 @@ class MoE(nn.Module):
         gelu_approximate: str = "tanh",
     ):
         super().__init__()
-        if kind == "gelu":
-            raise ValueError("MoE experts are gated MLPs: use mlp 'swiglu' or 'geglu'")
+        if kind not in ("swiglu", "geglu"):
+            raise UserError(f"MoE experts are gated MLPs: mlp must be 'swiglu' or 'geglu', got {kind!r}")
         E, H = cfg.n_experts, cfg.hidden_dim or hidden_dim
         self.n_experts, self.top_k, self.normalize_top_k = E, cfg.top_k, cfg.normalize_top_k
         self.router = nn.Linear(dim, E, bias=False)
@@ -66,7 +72,13 @@ class MoE(nn.Module):
                 dim, H * cfg.n_shared_experts, kind=kind, bias=bias, gelu_approximate=gelu_approximate
             )
 
+    @classmethod
+    def from_config(cls, cfg: TransformerConfig) -> MoE:
+        """The block's MoE feed-forward: `cfg.moe` experts of activation `cfg.mlp`."""
+        return cls(cfg.dim, cfg.moe, cfg.hidden_dim, cfg.mlp, cfg.out_bias, cfg.gelu_approximate)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, MoEStats]:
+        """x (B, T, D) -> (y (B, T, D), this layer's MoEStats)."""
         B, T, D = x.shape
         E, k = self.n_experts, self.top_k
         x_flat = x.reshape(-1, D)  # (N, D)
@@ -88,7 +100,7 @@ class MoE(nn.Module):
         y_sorted = torch.cat(outs) * weights.reshape(-1)[order, None].to(x.dtype)  # (N*k, D)
         y = torch.zeros_like(x_flat).index_add_(0, token_of, y_sorted)  # (N, D)
         if self.shared is not None:
-            y = y + self.shared(x_flat)
+            y = y + self.shared(x_flat)[0]
 
         load = counts.float() / flat_experts.numel()  # f_e
         stats = MoEStats(

@@ -7,6 +7,12 @@ learned absolute positions there is nothing to learn and no hard length limit.
 Layout: the "half-split" (`rotate_half`) layout of Hugging Face Llama, so weights convert
 without permuting. cos/sin tables are precomputed and grow on demand, so decoding past
 the training context never indexes out of range.
+
+Pitfall (ARCHITECTURE.md, section 7): tables grown under `torch.inference_mode()` (generation,
+including the samples a validation step decodes) are inference tensors, which autograd refuses
+to save for backward ("Inference tensors cannot be saved for backward"); the first training
+step after such a sample would fail. So a table made under inference mode and then used outside
+it is rebuilt first, as a normal tensor: callers may generate under inference_mode freely.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class RotaryEmbedding(nn.Module):
     def _ensure(self, length: int) -> None:
         if length > self.cos.shape[0]:
             self._build(max(length, 2 * self.cos.shape[0]))
+        elif self.cos.is_inference() and not torch.is_inference_mode_enabled():
+            self._build(self.cos.shape[0])  # see the module docstring: inference tables break backward
 
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin for positions start .. start + length - 1, each of shape (T, Dh)."""

@@ -1,7 +1,14 @@
 """The transformer stack shared by every model in the project.
 
-    Block:        x = x + attn(norm1(x));  x = x + mlp(norm2(x))      (pre-norm, GPT-2 onwards)
+    Block:        x = x + attn(norm1(x), ctx);  x = x + mlp(norm2(x))   (pre-norm, GPT-2 onwards)
     Transformer:  embeddings in -> n_layers blocks -> final norm -> hidden states out
+
+The block has two seams, filled from `shared/nn/registry.py` by config name: the token mixer
+(`cfg.mixer`, built as `attn`) and the feed-forward (`cfg.mlp`, or MoE when `cfg.moe` is set,
+built as `mlp`). Every feed-forward returns (y, aux), so the block needs no case for MoE: it
+hands aux up and the stack averages the MoE losses over the layers that reported them.
+The per-call inputs (RoPE tables, mask, KV caches, start_pos) travel as one `StackContext`
+(`shared/nn/context.py`), built once per forward.
 
 Embeddings and heads live in the models (token + learned positions for GPT-2, patches
 for the ViT, sqrt(D)-scaled tokens for Gemma), so one stack serves the Llama decoder,
@@ -15,14 +22,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from shared.nn.attention import Attention
 from shared.nn.config import TransformerConfig
+from shared.nn.context import StackContext
 from shared.nn.init import init_weights
 from shared.nn.kv_cache import KVCache
-from shared.nn.mlp import make_mlp
-from shared.nn.moe import MoE, MoEStats
+from shared.nn.moe import MoEStats
 from shared.nn.norms import make_norm
+from shared.nn.registry import build_feed_forward, build_mixer
 from shared.nn.rope import RotaryEmbedding
 
 
@@ -43,21 +51,16 @@ class Block(nn.Module):
         super().__init__()
         norm = dict(kind=cfg.norm, dim=cfg.dim, eps=cfg.norm_eps, unit_offset=cfg.norm_unit_offset)
         self.attn_norm = make_norm(**norm)
-        self.attn = Attention(cfg)
+        self.attn = build_mixer(cfg)
         self.mlp_norm = make_norm(**norm)
-        if cfg.moe is not None:
-            self.mlp = MoE(cfg.dim, cfg.moe, cfg.hidden_dim, cfg.mlp, cfg.out_bias, cfg.gelu_approximate)
-        else:
-            self.mlp = make_mlp(cfg.mlp, cfg.dim, cfg.hidden_dim, cfg.out_bias, cfg.gelu_approximate)
+        self.mlp = build_feed_forward(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope=None, mask=None, kv_cache=None, start_pos=0):
-        x = x + self.dropout(self.attn(self.attn_norm(x), rope, mask, kv_cache, start_pos))
-        h = self.mlp(self.mlp_norm(x))
-        stats = None
-        if isinstance(h, tuple):
-            h, stats = h
-        return x + self.dropout(h), stats
+    def forward(self, x: torch.Tensor, ctx: StackContext) -> tuple[torch.Tensor, MoEStats | None]:
+        """x (B, T, D), this layer's context -> (x (B, T, D), the feed-forward's aux)."""
+        x = x + self.dropout(self.attn(self.attn_norm(x), ctx))
+        h, aux = self.mlp(self.mlp_norm(x))
+        return x + self.dropout(h), aux
 
 
 class Transformer(nn.Module):
@@ -89,17 +92,17 @@ class Transformer(nn.Module):
         rope = None
         if self.rope is not None:
             rope = self.rope.lookup(positions) if positions is not None else self.rope(start_pos, x.shape[1])
+        ctx = StackContext(rope=rope, mask=mask, start_pos=start_pos, kv_caches=kv_caches)
         stats: list[MoEStats] = []
         for i, layer in enumerate(self.layers):
-            cache = kv_caches[i] if kv_caches is not None else None
             if self.gradient_checkpointing and self.training:
-                x, s = torch.utils.checkpoint.checkpoint(
-                    layer, x, rope, mask, cache, start_pos, use_reentrant=False
-                )
+                # Activations are recomputed in backward instead of stored; non-reentrant
+                # checkpointing takes the context (a non-tensor argument) as it is.
+                x, aux = checkpoint(layer, x, ctx.for_layer(i), use_reentrant=False)
             else:
-                x, s = layer(x, rope, mask, cache, start_pos)
-            if s is not None:
-                stats.append(s)
+                x, aux = layer(x, ctx.for_layer(i))
+            if aux is not None:
+                stats.append(aux)
         out = StackOutput(self.norm(x))
         if stats:
             out.aux_loss = torch.stack([s.aux_loss for s in stats]).mean()

@@ -1,0 +1,98 @@
+"""Seams of the block: the token mixer and the feed-forward are picked by name.
+
+A block is  x = x + mixer(norm(x), ctx);  x = x + ffn(norm(x))[0]  (`shared/nn/transformer.py`).
+Which mixer and which feed-forward is a config value (`TransformerConfig.mixer`, `.mlp`), looked
+up here: a builder takes the `TransformerConfig` and returns an `nn.Module`. The contracts:
+
+    mixer:         forward(x (B, T, D), ctx: StackContext) -> (B, T, D)
+    feed-forward:  forward(x (B, T, D)) -> (y (B, T, D), aux)   aux: None, or MoEStats
+
+Built-ins register in their own modules: `attention` (attention.py); `swiglu`, `geglu`, `gelu`
+(mlp.py). Mixture of experts is not a name: when `cfg.moe` is set the feed-forward is `MoE`
+(moe.py), whose experts are gated MLPs with the activation `cfg.mlp` names (so `mlp: geglu` plus
+`moe: {...}` is a GeGLU-expert MoE). The registered parameter names are the state_dict's, so the
+Hugging Face converters and checkpoints see the same keys whichever module built them.
+
+Add a feed-forward variant: one file, one decorator, one config value (no edit to the block):
+
+    from shared.nn.registry import register_feed_forward
+
+    @register_feed_forward("relu2")              # squared ReLU (So et al. 2021, Primer)
+    class ReLU2(nn.Module):
+        def __init__(self, cfg: TransformerConfig):
+            super().__init__()
+            self.up_proj = nn.Linear(cfg.dim, cfg.hidden_dim, bias=cfg.out_bias)
+            self.down_proj = nn.Linear(cfg.hidden_dim, cfg.dim, bias=cfg.out_bias)
+
+        def forward(self, x):
+            return self.down_proj(F.relu(self.up_proj(x)).square()), None
+
+    Transformer(TransformerConfig(dim=64, n_layers=2, n_heads=4, mlp="relu2"))
+
+(`tests/shared/test_registry.py` registers and trains exactly this.) Naming the output projection
+`down_proj` gives it the depth-scaled initialisation of `shared/nn/init.py` for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from shared.errors import UserError
+from shared.nn.config import TransformerConfig
+
+Builder = Callable[[TransformerConfig], nn.Module]
+
+MIXERS: dict[str, Builder] = {}
+"""Token mixers by `TransformerConfig.mixer` name."""
+FEED_FORWARDS: dict[str, Builder] = {}
+"""Dense feed-forwards by `TransformerConfig.mlp` name."""
+
+
+def _register(table: dict[str, Builder], kind: str, name: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        if table.get(name, builder) is not builder:
+            raise ValueError(f"{kind} {name!r} is already registered ({table[name]!r})")
+        table[name] = builder
+        return builder
+
+    return add
+
+
+def register_mixer(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: `@register_mixer("name")` on a class or function taking the TransformerConfig."""
+    return _register(MIXERS, "mixer", name)
+
+
+def register_feed_forward(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: `@register_feed_forward("name")` on a class or function taking the TransformerConfig."""
+    return _register(FEED_FORWARDS, "feed-forward", name)
+
+
+def _load_builtins() -> None:
+    # Imported here, not at the top: these modules import this one to register themselves.
+    import shared.nn.attention  # noqa: F401
+    import shared.nn.mlp  # noqa: F401
+
+
+def _lookup(table: dict[str, Builder], field: str, name: str) -> Builder:
+    _load_builtins()
+    if name not in table:
+        known = ", ".join(repr(n) for n in sorted(table))
+        raise UserError(f"unknown {field} {name!r} (known: {known})")
+    return table[name]
+
+
+def build_mixer(cfg: TransformerConfig) -> nn.Module:
+    """The token mixer `cfg.mixer` names, built for `cfg`."""
+    return _lookup(MIXERS, "mixer", cfg.mixer)(cfg)
+
+
+def build_feed_forward(cfg: TransformerConfig) -> nn.Module:
+    """`MoE` when `cfg.moe` is set (experts' activation from `cfg.mlp`), else the one `cfg.mlp` names."""
+    if cfg.moe is not None:
+        from shared.nn.moe import MoE
+
+        return MoE.from_config(cfg)
+    return _lookup(FEED_FORWARDS, "mlp", cfg.mlp)(cfg)
