@@ -240,8 +240,14 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
-        """Read a tokenizer file; a missing, truncated or malformed file is a UserError naming it."""
-        return cls.from_dict(read_tokenizer_json(path), source=str(Path(path)))
+        """Read a tokenizer file, ours or a Hugging Face `tokenizers` byte-level BPE `tokenizer.json`
+        (`shared/tokenizer/hf_format.py`); a missing, truncated or malformed file is a UserError naming it."""
+        d = read_tokenizer_json(path)
+        if isinstance(d, dict) and "model" in d and "type" not in d:
+            from shared.tokenizer.hf_format import from_hf_tokenizer
+
+            return from_hf_tokenizer(d, source=str(Path(path)))
+        return cls.from_dict(d, source=str(Path(path)))
 
     @classmethod
     def from_dict(cls, d: object, source: str = "tokenizer") -> Tokenizer:
