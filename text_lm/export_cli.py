@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--out {args.out} is a file, not a folder")
 
     from shared.io import write_json_atomic
+    from shared.tokenizer.hf_format import write_hf_tokenizer
     from text_lm.checkpoint import model_from_checkpoint
     from text_lm.hf_convert import save_hf
 
@@ -29,8 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     out = save_hf(model, args.out)
     if tok is not None:
         tok.save(out / "bpe_tokenizer.json")  # our format; tiktoken-compatible ranks
+        write_hf_tokenizer(tok, out, model_max_length=model.config.max_seq_len)  # AutoTokenizer, pipeline()
         write_json_atomic(
-            out / "generation_config.json", {"eos_token_id": tok.eos_id, "bos_token_id": tok.bos_id}
+            out / "generation_config.json",
+            {"eos_token_id": tok.eos_id, "bos_token_id": tok.bos_id, "pad_token_id": tok.pad_id},
         )
     print(f"exported {model.config.name} ({model.num_params() / 1e6:.1f}M parameters) to {out}")
 
