@@ -19,13 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.nn.config import TransformerConfig
-from shared.nn.context import StackContext
+from shared.nn.context import NO_CONTEXT, StackContext
 from shared.nn.masks import causal_mask
 from shared.nn.registry import register_mixer
 from shared.nn.rope import apply_rope
-
-NO_CONTEXT = StackContext()
-"""A lone call: no RoPE, the configured default mask, no cache."""
 
 
 @register_mixer("attention")

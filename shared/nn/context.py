@@ -37,3 +37,7 @@ class StackContext:
     @property
     def kv_cache(self) -> KVCache | None:
         return None if self.kv_caches is None else self.kv_caches[self.layer]
+
+
+NO_CONTEXT = StackContext()
+"""A mixer called on its own (tests, inspection): no RoPE, the default mask, no cache."""

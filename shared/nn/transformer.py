@@ -47,6 +47,8 @@ class StackOutput:
 
 
 class Block(nn.Module):
+    """x + mixer(norm(x), ctx), then x + feed-forward(norm(x)): pre-norm residuals (GPT-2 onwards)."""
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         norm = dict(kind=cfg.norm, dim=cfg.dim, eps=cfg.norm_eps, unit_offset=cfg.norm_unit_offset)
