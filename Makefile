@@ -24,7 +24,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 test: install lint
-	$(BIN)/pytest -x -q --durations=15
+	$(BIN)/pytest -x --durations=15
 
 # The main job on the shipped data: prepare Shakespeare, train llama-tiny for a few minutes on the CPU,
 # print validation bits-per-byte and a sample.

@@ -7,45 +7,36 @@
     text-lm export-hf --checkpoint PATH --out DIR
     text-lm ladder ...                     GPT-2 -> Llama ladder (see configs/text/ladder)
 
-Heavy imports (Lightning, transformers) happen only inside the commands that need them.
+Dispatch, help and the lazy imports are `shared/train/dispatch.py`'s: each command is an import
+string, imported only when run, so `--help` and the tokenizer commands never import Lightning.
+`ladder` is an experiment, not library code: it lives in `experiments/ladder/` and is reached only
+through its name string here, so the library holds no static import of `experiments` (experiments
+import the library, never the reverse; tests/test_layers.py checks both and that there is no cycle).
 """
 
 from __future__ import annotations
 
-import sys
+from shared.train.dispatch import dispatch
 
 USAGE = __doc__.split("\n\n")[1]
-TRAIN_COMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = {
+    "prepare": "text_lm.prepare:main",
+    "tokenizer": "text_lm.tokenizer_cli:main",
+    "generate": "text_lm.generate_cli:main",
+    "export-hf": "text_lm.export_cli:main",
+    "ladder": "experiments.ladder.run:main",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: text-lm COMMAND [ARGS]\n\ncommands:\n" + USAGE)
-        print("\n`text-lm COMMAND --help` explains each command's flags.")
-        sys.exit(0 if argv else 2)
-    cmd, rest = argv[0], argv[1:]
-    if cmd == "prepare":
-        from text_lm.prepare import main as run
-    elif cmd == "tokenizer":
-        from text_lm.tokenizer_cli import main as run
-    elif cmd == "generate":
-        from text_lm.generate_cli import main as run
-    elif cmd == "export-hf":
-        from text_lm.export_cli import main as run
-    elif cmd == "ladder":
-        from text_lm.ladder import main as run
-    elif cmd in TRAIN_COMMANDS:
-        from shared.train.cli import run_cli
-        from text_lm.data import TextDataModule
-        from text_lm.module import LanguageModelModule
-
-        run_cli(LanguageModelModule, TextDataModule, args=argv, prog="text-lm")
-        return
-    else:
-        print(f"error: unknown command {cmd!r}; run `text-lm --help`", file=sys.stderr)
-        sys.exit(2)
-    run(rest)
+    dispatch(
+        "text-lm",
+        USAGE,
+        COMMANDS,
+        system="text_lm.module:LanguageModelModule",
+        datamodule="text_lm.data:TextDataModule",
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

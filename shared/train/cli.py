@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from shared.errors import UserError
@@ -38,6 +39,83 @@ def run_cli(
     of `module_cls` (the vision track: SigLIP or the captioner)."""
     quiet()
     from jsonargparse import ArgumentError
+
+    new_run_dirs: list[Path] = []  # run folders this command creates: removed again if it fails early
+    try:
+        _cli_class(prog, new_run_dirs)(
+            module_cls,
+            datamodule_cls,
+            subclass_mode_model=subclass_mode_model,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": prog, "default_env": False, "exit_on_error": False},
+            trainer_defaults={"default_root_dir": "runs"},
+        )
+    except FloatingPointError as e:  # NonFiniteGuard: the run's logs and checkpoints stay
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+    except Exception as e:
+        user = _user_error(e)
+        if user is None and not isinstance(e, ArgumentError):
+            raise
+        for folder in new_run_dirs:
+            _remove_if_no_checkpoint(folder)
+        print(f"error: {_line(user or e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+class _Resolved(Exception):
+    """Carries the parsed config out of LightningCLI before it instantiates anything."""
+
+
+def resolve_config(
+    module_cls,
+    datamodule_cls,
+    args: list[str],
+    prog: str = "lm",
+    subclass_mode_model: bool = False,
+) -> dict:
+    """The whole config `prog fit -c YAML --section.key value ...` (args, subcommand first) will run with,
+    as plain data: the YAML, every override and every default, parsed and validated by the same parser
+    `run_cli` uses, in the form Lightning saves as the run's config.yaml (the subcommand's part).
+    Nothing is instantiated: no model, no Trainer, no run folder. A bad flag or value is a one-line
+    UserError (jsonargparse's message)."""
+    quiet()
+    from jsonargparse import ArgumentError
+
+    class Resolve(_cli_class(prog, [])):
+        def _set_seed(self) -> None:
+            """Seeding belongs to the run: resolving leaves the caller's random state alone."""
+
+        def before_instantiate_classes(self) -> None:
+            with warnings.catch_warnings():  # Lightning 2.6 still passes jsonargparse's old skip_none
+                warnings.filterwarnings("ignore", message=r".*skip_none parameter was deprecated.*")
+                self._dump_config()  # Lightning's own dump (SaveConfigCallback writes the same)
+            raise _Resolved(self.config_dump)
+
+    try:
+        Resolve(
+            module_cls,
+            datamodule_cls,
+            subclass_mode_model=subclass_mode_model,
+            args=args,
+            parser_kwargs={"prog": prog, "default_env": False, "exit_on_error": False},
+            trainer_defaults={"default_root_dir": "runs"},
+        )
+    except _Resolved as done:
+        return done.args[0]
+    except Exception as e:
+        user = _user_error(e)
+        if user is None and not isinstance(e, ArgumentError):
+            raise
+        raise UserError(_line(user or e)) from None
+    raise AssertionError("LightningCLI returned without instantiating its classes")
+
+
+def _cli_class(prog: str, new_run_dirs: list[Path]):
+    """Our LightningCLI: the callbacks, the atomic checkpoint IO, `--ckpt_path last`, the one logger.
+    Run folders it creates are appended to `new_run_dirs`."""
+    from jsonargparse import ArgumentError
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
@@ -46,8 +124,6 @@ def run_cli(
     from shared.train.callbacks import NonFiniteGuard, Throughput
     from shared.train.checkpoint import check_checkpoint_file, load_error
     from shared.train.checkpoint_io import AtomicCheckpointIO, newest_run
-
-    new_run_dirs: list[Path] = []  # run folders this command creates: removed again if it fails early
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
@@ -120,27 +196,7 @@ def run_cli(
 
         before_fit = before_validate = before_test = before_predict = _use_resolved_ckpt
 
-    try:
-        CLI(
-            module_cls,
-            datamodule_cls,
-            subclass_mode_model=subclass_mode_model,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": prog, "default_env": False, "exit_on_error": False},
-            trainer_defaults={"default_root_dir": "runs"},
-        )
-    except FloatingPointError as e:  # NonFiniteGuard: the run's logs and checkpoints stay
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
-    except Exception as e:
-        user = _user_error(e)
-        if user is None and not isinstance(e, ArgumentError):
-            raise
-        for folder in new_run_dirs:
-            _remove_if_no_checkpoint(folder)
-        print(f"error: {_line(user or e)}", file=sys.stderr)
-        sys.exit(2)
+    return CLI
 
 
 def _user_error(e: BaseException | None) -> UserError | None:

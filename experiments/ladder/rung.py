@@ -1,14 +1,14 @@
 """One rung of `text-lm ladder`: resolve its config, size its budget, train and score it in a fresh process.
 
-`run_rung` (in the ladder's process) resolves the rung's YAML exactly as `text-lm fit` will (through
-jsonargparse's --print_config, so every override counts), turns the budget into `max_steps`, then
-starts `rung_process` in a new Python process: the real `text-lm fit`, the peak memory of that
-process alone, and the last checkpoint scored on the whole validation split.
+`run_rung` (in the ladder's process) resolves the rung's YAML exactly as `text-lm fit` will
+(`shared.train.cli.resolve_config`: the same parser, so every override counts), turns the budget into
+`max_steps`, then starts `python -m experiments.ladder.rung SPEC` (`rung_process`) in a new Python
+process: the real `text-lm fit`, the peak memory of that process alone, and the last checkpoint scored
+on the whole validation split.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -17,13 +17,12 @@ import subprocess
 import sys
 import time
 import warnings
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from shared.errors import UserError
 from shared.io import write_json_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VALIDATIONS = 8
 """Periodic validations per rung: the points of its curve."""
 
@@ -42,21 +41,15 @@ def rung_label(config: Path) -> str:
 
 def resolve(config: Path, fit_args: list[str]) -> dict:
     """The rung's whole config as `text-lm fit` will see it; a bad override is a one-line UserError."""
-    import yaml
+    from shared.train.cli import resolve_config
+    from text_lm.data import TextDataModule
+    from text_lm.module import LanguageModelModule
 
-    from text_lm.cli import main as text_lm
-
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            text_lm(["fit", "-c", str(config), *fit_args, "--print_config"])
-        except SystemExit as e:
-            code = e.code
-    if code:
-        text = err.getvalue()  # jsonargparse: a usage block, then "error: ..." over several lines
-        msg = " ".join(text[text.find("error:") :].removeprefix("error:").split()) or "invalid arguments"
-        raise UserError(f"{config.name}: {msg}")
-    return yaml.safe_load(out.getvalue())
+    args = ["fit", "-c", str(config), *fit_args]
+    try:
+        return resolve_config(LanguageModelModule, TextDataModule, args, prog="text-lm")
+    except UserError as e:
+        raise UserError(f"{config.name}: {e}") from None
 
 
 def describe(cfg: dict) -> dict:
@@ -143,8 +136,8 @@ def run_rung(
     progress: str = "",
 ) -> dict:
     """Train and score one rung; its row of the ladder's results. `passed` go last to `text-lm fit`."""
+    from experiments.ladder.report import median, validation_curve
     from shared.train.tb_events import read_scalars
-    from text_lm.ladder_report import median, validation_curve
 
     out = out.resolve()
     head = ["--data.data_dir", data_dir, "--trainer.default_root_dir", str(out), "--trainer.devices", "1"]
@@ -169,8 +162,9 @@ def run_rung(
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
-    code = "import sys; from text_lm.ladder_rung import rung_process; rung_process(sys.argv[1])"
-    rc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env).returncode
+    rc = subprocess.run(
+        [sys.executable, "-m", "experiments.ladder.rung", json.dumps(spec)], env=env
+    ).returncode
     if rc != 0:
         raise UserError(f"rung {config.stem} failed (exit {rc}); its output is above")
 
@@ -230,3 +224,7 @@ def rung_process(spec_json: str) -> None:
     result.update(val_loss=metrics.get("val/loss"), val_bpb=metrics.get("val/bpb"))
     result.update(peak_memory_bytes=peak, peak_memory_kind=kind)
     write_json_atomic(spec["result"], result)
+
+
+if __name__ == "__main__":  # the rung's own process, started by run_rung
+    rung_process(sys.argv[1])

@@ -1,6 +1,6 @@
 """The ladder's report: validation curves from TensorBoard, the Markdown table, the plot.
 
-`text-lm ladder` (text_lm/ladder.py) runs the rungs; this module turns their results (one dict
+`text-lm ladder` (experiments/ladder/run.py) runs the rungs; this module turns their results (one dict
 per rung, as stored in `ladder.json`) into `ladder.md` and `ladder.png`.
 """
 

@@ -1,4 +1,4 @@
-"""`text-lm ladder`: from GPT-2 to Llama one change at a time, on the same data, seed and budget.
+"""`text-lm ladder` (or `python -m experiments.ladder`): from GPT-2 to Llama one change at a time, on the same data, seed and budget.
 
 The rungs are the YAML files of configs/text/ladder/, in name order; each differs from the one
 before it in one place:
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from shared.errors import ArgumentParser, UserError, exit_on_user_error
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = "data/shakespeare_bpe"
 DEFAULT_TOKENS = 262_144  # 128 steps of 8 x 256 tokens: the six rungs take about 20 minutes on 2 CPU cores
 PASSED_SECTIONS = ("model", "data", "trainer", "seed_everything", "checkpoint", "throughput", "nonfinite")
@@ -87,7 +87,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[Path]]:
             p.error(f"--budget-tokens must be positive, got {args.budget_tokens}")
     elif not args.budget_minutes > 0:
         p.error(f"--budget-minutes must be positive, got {args.budget_minutes}")
-    from text_lm.ladder_rung import rung_number
+    from experiments.ladder.rung import rung_number
 
     configs = sorted(args.configs.glob("*.yaml"))
     if not configs:
@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     import lightning
     import torch
 
+    from experiments.ladder.report import markdown_table, write_report
+    from experiments.ladder.rung import run_rung
     from shared.train.quiet import quiet
-    from text_lm.ladder_report import markdown_table, write_report
-    from text_lm.ladder_rung import run_rung
 
     quiet()
     minutes, command = args.budget_minutes, shlex.join(["text-lm", "ladder", *argv])
