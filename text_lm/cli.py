@@ -4,7 +4,8 @@
     text-lm tokenizer train|encode|decode  our byte-level BPE tokenizer
     text-lm fit|validate|test -c CONFIG    LightningCLI training / evaluation
     text-lm generate --checkpoint PATH --prompt TEXT
-    text-lm export-hf --checkpoint PATH --out DIR
+    text-lm export-hf --checkpoint PATH --out DIR      a folder transformers loads (+ tokenizer files)
+    text-lm export-gguf --checkpoint PATH --out F.gguf one file llama.cpp / Ollama run
     text-lm ladder ...                     GPT-2 -> Llama ladder (see configs/text/ladder)
 
 Dispatch, help and the lazy imports are `shared/train/dispatch.py`'s: each command is an import
@@ -24,6 +25,7 @@ COMMANDS = {
     "tokenizer": "text_lm.tokenizer_cli:main",
     "generate": "text_lm.generate_cli:main",
     "export-hf": "text_lm.export_cli:main",
+    "export-gguf": "text_lm.export_gguf_cli:main",
     "ladder": "experiments.ladder.run:main",
 }
 
