@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from shared.train.checkpoint import read_checkpoint
     from vision_lm.checkpoint import captioner_from_checkpoint, model_type, siglip_from_checkpoint
+    from vision_lm.hf_processor import write_paligemma_processor, write_siglip_processor
 
     ckpt = read_checkpoint(args.checkpoint)
     if model_type(ckpt) == "paligemma":
@@ -41,9 +42,12 @@ def main(argv: list[str] | None = None) -> None:
             ids["image_token_index"] = tok.special_tokens["<image>"]  # the placeholder HF's processor writes
     out = save_hf(loaded.model, args.out, token_ids=ids)
     if tok is not None:
-        tok.save(
-            out / "bpe_tokenizer.json"
-        )  # our format (ARCHITECTURE.md section 3); tiktoken-compatible ranks
+        tok.save(out / "bpe_tokenizer.json")  # our format (ARCHITECTURE.md section 3)
+        c = loaded.model.config
+        if model_type(ckpt) == "paligemma":  # AutoProcessor.from_pretrained(out)
+            write_paligemma_processor(tok, out, c.vision.image_size, c.n_image_tokens, c.decoder.max_len)
+        else:
+            write_siglip_processor(tok, out, c.vision.image_size, c.text.max_len)
     n = sum(p.numel() for p in loaded.model.parameters()) / 1e6
     print(f"exported {loaded.model.config.name} ({n:.1f}M parameters) to {out}")
 
