@@ -33,6 +33,7 @@ from torch import nn
 from shared.errors import UserError
 from shared.nn.config import MoEConfig, TransformerConfig
 from shared.nn.mlp import GatedMLP, activation
+from shared.nn.registry import MOE, register_feed_forward
 
 
 @dataclass
@@ -73,7 +74,7 @@ class MoE(nn.Module):
             )
 
     @classmethod
-    def from_config(cls, cfg: TransformerConfig) -> MoE:
+    def from_config(cls, cfg: TransformerConfig) -> MoE:  # registered below as the block's MoE feed-forward
         """The block's MoE feed-forward: `cfg.moe` experts of activation `cfg.mlp`."""
         return cls(cfg.dim, cfg.moe, cfg.hidden_dim, cfg.mlp, cfg.out_bias, cfg.gelu_approximate)
 
@@ -126,3 +127,6 @@ def expert_load_entropy(load: torch.Tensor) -> torch.Tensor:
     """Normalised entropy of an expert-load vector: 1 = perfectly balanced, 0 = one expert."""
     p = load.clamp_min(1e-12)
     return -(p * p.log()).sum() / torch.log(torch.tensor(float(load.numel())))
+
+
+register_feed_forward(MOE)(MoE.from_config)

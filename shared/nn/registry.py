@@ -7,9 +7,10 @@ up here: a builder takes the `TransformerConfig` and returns an `nn.Module`. The
     mixer:         forward(x (B, T, D), ctx: StackContext) -> (B, T, D)
     feed-forward:  forward(x (B, T, D)) -> (y (B, T, D), aux)   aux: None, or MoEStats
 
-Built-ins register in their own modules: `attention` (attention.py); `swiglu`, `geglu`, `gelu`
-(mlp.py). Mixture of experts is not a name: when `cfg.moe` is set the feed-forward is `MoE`
-(moe.py), whose experts are gated MLPs with the activation `cfg.mlp` names (so `mlp: geglu` plus
+Built-ins register in their own modules, which `shared/nn/transformer.py` imports: `attention`
+(attention.py); `swiglu`, `geglu`, `gelu` (mlp.py). This module imports none of them, so it sits
+below every block and there is no import cycle. Mixture of experts is not an `mlp` name: when
+`cfg.moe` is set the feed-forward is `MoE` (moe.py registers it under the reserved key `moe`), whose experts are gated MLPs with the activation `cfg.mlp` names (so `mlp: geglu` plus
 `moe: {...}` is a GeGLU-expert MoE). The registered parameter names are the state_dict's, so the
 Hugging Face converters and checkpoints see the same keys whichever module built them.
 
@@ -70,16 +71,15 @@ def register_feed_forward(name: str) -> Callable[[Builder], Builder]:
     return _register(FEED_FORWARDS, "feed-forward", name)
 
 
-def _load_builtins() -> None:
-    # Imported here, not at the top: these modules import this one to register themselves.
-    import shared.nn.attention  # noqa: F401
-    import shared.nn.mlp  # noqa: F401
+MOE = "moe"
+"""The key moe.py registers the mixture-of-experts feed-forward under; chosen by `cfg.moe`, never by `mlp`."""
 
 
 def _lookup(table: dict[str, Builder], field: str, name: str) -> Builder:
-    _load_builtins()
-    if name not in table:
-        known = ", ".join(repr(n) for n in sorted(table))
+    # The built-ins register when their modules are imported; transformer.py imports them all, and
+    # this module imports none of them, so the registry sits below every block (no import cycle).
+    if name not in table or (table is FEED_FORWARDS and name == MOE):
+        known = ", ".join(repr(n) for n in sorted(table) if not (table is FEED_FORWARDS and n == MOE))
         raise UserError(f"unknown {field} {name!r} (known: {known})")
     return table[name]
 
@@ -92,7 +92,5 @@ def build_mixer(cfg: TransformerConfig) -> nn.Module:
 def build_feed_forward(cfg: TransformerConfig) -> nn.Module:
     """`MoE` when `cfg.moe` is set (experts' activation from `cfg.mlp`), else the one `cfg.mlp` names."""
     if cfg.moe is not None:
-        from shared.nn.moe import MoE
-
-        return MoE.from_config(cfg)
+        return FEED_FORWARDS[MOE](cfg)
     return _lookup(FEED_FORWARDS, "mlp", cfg.mlp)(cfg)

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+import shared.nn.attention  # noqa: F401  (registers the built-in mixer)
+import shared.nn.mlp  # noqa: F401  (registers the built-in feed-forwards)
 from shared.nn.config import TransformerConfig
 from shared.nn.context import StackContext
 from shared.nn.init import init_weights

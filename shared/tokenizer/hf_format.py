@@ -15,7 +15,9 @@ plain JSON. The pieces, in the order `tokenizers` applies them:
 - decoder: `ByteLevel`, back from characters to bytes.
 
 `from_hf_tokenizer` reads such a file back (ours, or another byte-level BPE with the same
-parts), so a Hugging Face checkpoint's tokenizer can prepare data here.
+parts) as the fields of our own file, which `Tokenizer.load` then builds, so a Hugging Face
+checkpoint's tokenizer can prepare data here. (The `Tokenizer` is passed in, never imported:
+`tokenizer.py` imports this module, not the reverse.)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from shared.errors import UserError
 from shared.io import write_json_atomic
-from shared.tokenizer.tokenizer import Tokenizer
+from shared.tokenizer.file_format import FILE_TYPE, FILE_VERSION
 
 
 @functools.cache
@@ -48,8 +50,8 @@ def _chars(data: bytes) -> str:
     return "".join(table[b] for b in data)
 
 
-def to_hf_tokenizer(tok: Tokenizer) -> dict:
-    """The `tokenizers` JSON of `tok` (ids identical to `tok.encode(text, allowed_special="all")`)."""
+def to_hf_tokenizer(tok) -> dict:
+    """The `tokenizers` JSON of a `Tokenizer` (ids identical to `tok.encode(text, allowed_special="all")`)."""
     n_base = 256 + len(tok.merges)
     pieces = [_chars(tok.token_bytes(i)) for i in range(n_base)]
     return {
@@ -93,7 +95,7 @@ def to_hf_tokenizer(tok: Tokenizer) -> dict:
     }
 
 
-def hf_tokenizer_config(tok: Tokenizer, model_max_length: int) -> dict:
+def hf_tokenizer_config(tok, model_max_length: int) -> dict:
     """`tokenizer_config.json`: the fast tokenizer class and which specials are bos / eos / pad."""
     names = {i: name for name, i in tok.special_tokens.items()}
     return {
@@ -110,15 +112,15 @@ def hf_tokenizer_config(tok: Tokenizer, model_max_length: int) -> dict:
     }
 
 
-def write_hf_tokenizer(tok: Tokenizer, folder: str | os.PathLike, model_max_length: int) -> None:
+def write_hf_tokenizer(tok, folder: str | os.PathLike, model_max_length: int) -> None:
     """Write `tokenizer.json` and `tokenizer_config.json` into `folder`, atomically."""
     folder = Path(folder)
     write_json_atomic(folder / "tokenizer.json", to_hf_tokenizer(tok))
     write_json_atomic(folder / "tokenizer_config.json", hf_tokenizer_config(tok, model_max_length))
 
 
-def from_hf_tokenizer(d: object, source: str = "tokenizer.json") -> Tokenizer:
-    """Our `Tokenizer` from a `tokenizers` byte-level BPE JSON; what we cannot express is a UserError."""
+def from_hf_tokenizer(d: object, source: str = "tokenizer.json") -> dict:
+    """Our tokenizer.json fields from a `tokenizers` byte-level BPE JSON; what we cannot express is a UserError."""
     try:
         model = d["model"]
         if model.get("type") != "BPE":
@@ -143,7 +145,13 @@ def from_hf_tokenizer(d: object, source: str = "tokenizer.json") -> Tokenizer:
             raise UserError(f"{source}: merge {rank} ({a!r} {b!r}) does not create id {want}")
         out.append((ids[a], ids[b]))
     specials = {name: i for name, i in added.items() if i >= 256 + len(out)}
-    return Tokenizer(out, specials, pattern)
+    return {
+        "type": FILE_TYPE,
+        "version": FILE_VERSION,
+        "pattern": pattern,
+        "merges": [list(m) for m in out],
+        "special_tokens": dict(sorted(specials.items(), key=lambda kv: kv[1])),
+    }
 
 
 def _split_pattern(pre, source: str) -> str:

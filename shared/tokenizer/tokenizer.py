@@ -40,6 +40,7 @@ from shared.tokenizer.file_format import (
     read_tokenizer_json,
     write_tokenizer_json,
 )
+from shared.tokenizer.hf_format import from_hf_tokenizer
 
 DEFAULT_SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<image>", "<|sep|>")
 
@@ -244,9 +245,7 @@ class Tokenizer:
         (`shared/tokenizer/hf_format.py`); a missing, truncated or malformed file is a UserError naming it."""
         d = read_tokenizer_json(path)
         if isinstance(d, dict) and "model" in d and "type" not in d:
-            from shared.tokenizer.hf_format import from_hf_tokenizer
-
-            return from_hf_tokenizer(d, source=str(Path(path)))
+            d = from_hf_tokenizer(d, source=str(Path(path)))
         return cls.from_dict(d, source=str(Path(path)))
 
     @classmethod
