@@ -22,18 +22,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from tiny import TINY_TEXT
 
 from shared.train.checkpoint_io import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 TINY = [
-    "--model.config.vocab_size", "320", "--model.config.dim", "32", "--model.config.n_layers", "2",
-    "--model.config.n_heads", "4", "--model.config.n_kv_heads", "2", "--model.config.max_seq_len", "32",
-    "--model.sample_tokens", "0", "--data.seq_len", "32", "--data.batch_size", "4",
-    "--trainer.precision", "32", "--trainer.limit_val_batches", "0", "--trainer.log_every_n_steps", "1",
-    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-    "--checkpoint.monitor", "null", "--checkpoint.save_top_k", "0",
+    *TINY_TEXT, "--model.config.n_heads", "4", "--model.config.n_kv_heads", "2", "--model.sample_tokens", "0",
+    "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false", "--checkpoint.monitor", "null", "--checkpoint.save_top_k", "0",
 ]  # fmt: skip
 
 

@@ -21,25 +21,15 @@ from fault_helpers import (
 
 from shared.train.checkpoint_io import AtomicCheckpointIO
 from text_lm.cli import main as text_lm
-from text_lm.prepare import prepare
 
-PLAYS = Path(__file__).resolve().parents[1] / "data" / "shakespeare"
 STEPS, EVERY = 9, 3  # checkpoints after steps 2, 5 and 8 (global_step 3, 6, 9)
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "bpe"
-    files = [str(PLAYS / "sonnets_gut.txt"), str(PLAYS / "macbeth_gut.txt")]
-    prepare(out, files, vocab_size=320, val_files=["sonnets_gut.txt"], num_workers=1, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def straight(data_dir, tmp_path_factory) -> dict[int, float]:
+def straight(shakespeare_bpe, tmp_path_factory) -> dict[int, float]:
     """The uninterrupted reference run: step -> loss."""
     root = tmp_path_factory.mktemp("straight")
-    text_lm(fit_argv(data_dir, root, STEPS, EVERY, *recorder_args(root / "losses.jsonl")))
+    text_lm(fit_argv(shakespeare_bpe, root, STEPS, EVERY, *recorder_args(root / "losses.jsonl")))
     losses = read_losses(root / "losses.jsonl")
     assert [s for s, _ in losses] == list(range(STEPS))
     return dict(losses)
@@ -49,9 +39,9 @@ def last_ckpt(root: Path, version: int = 0) -> Path:
     return root / "llama-tiny" / f"version_{version}" / "checkpoints" / "last.ckpt"
 
 
-def test_kill_after_a_step_then_resume_last_matches_exactly(data_dir, straight, tmp_path):
+def test_kill_after_a_step_then_resume_last_matches_exactly(shakespeare_bpe, straight, tmp_path):
     losses, log = tmp_path / "losses.jsonl", tmp_path / "child.log"
-    argv = fit_argv(data_dir, tmp_path, STEPS, EVERY)
+    argv = fit_argv(shakespeare_bpe, tmp_path, STEPS, EVERY)
     child = start_fit([*argv, *recorder_args(losses, pause_at_step=4)], log)
     wait_until(child, lambda: 4 in steps_seen(losses), log=log)
     kill(child)
@@ -65,9 +55,11 @@ def test_kill_after_a_step_then_resume_last_matches_exactly(data_dir, straight, 
     assert torch.load(last_ckpt(tmp_path), weights_only=True)["global_step"] == STEPS
 
 
-def test_kill_during_a_checkpoint_write_leaves_last_ckpt_loadable(data_dir, straight, tmp_path, capsys):
+def test_kill_during_a_checkpoint_write_leaves_last_ckpt_loadable(
+    shakespeare_bpe, straight, tmp_path, capsys
+):
     losses, log, marker = tmp_path / "losses.jsonl", tmp_path / "child.log", tmp_path / "writing"
-    argv = fit_argv(data_dir, tmp_path, STEPS, EVERY)
+    argv = fit_argv(shakespeare_bpe, tmp_path, STEPS, EVERY)
     slow = ["--trainer.plugins=fault_helpers.SlowCheckpointIO", "--trainer.plugins.slow_save=2",
             f"--trainer.plugins.marker={marker}"]  # fmt: skip
     child = start_fit([*argv, *recorder_args(losses), *slow], log)
@@ -89,19 +81,19 @@ def test_kill_during_a_checkpoint_write_leaves_last_ckpt_loadable(data_dir, stra
     assert not list(folder.glob(".*.tmp"))  # the next save of last.ckpt removed the stray half
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path, capsys):
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(shakespeare_bpe, tmp_path, capsys):
     poison = ["--trainer.callbacks+=fault_helpers.PoisonLoss", "--trainer.callbacks.at_step=4"]
     with pytest.raises(SystemExit) as e:
-        text_lm(fit_argv(data_dir, tmp_path, STEPS, EVERY, *poison))
+        text_lm(fit_argv(shakespeare_bpe, tmp_path, STEPS, EVERY, *poison))
     err = capsys.readouterr().err.strip()
     assert e.value.code == 3 and "\n" not in err and "non-finite training loss (nan) at step 4" in err
     ckpt = torch.load(last_ckpt(tmp_path), weights_only=True)
     assert ckpt["global_step"] == 3 and all(t.isfinite().all() for t in ckpt["state_dict"].values())
 
 
-def test_nan_loss_with_skip_drops_the_step_and_trains_on(data_dir, tmp_path, capsys):
+def test_nan_loss_with_skip_drops_the_step_and_trains_on(shakespeare_bpe, tmp_path, capsys):
     poison = ["--trainer.callbacks+=fault_helpers.PoisonLoss", "--trainer.callbacks.at_step=4"]
-    text_lm(fit_argv(data_dir, tmp_path, 6, EVERY, *poison, "--nonfinite.skip", "true"))
+    text_lm(fit_argv(shakespeare_bpe, tmp_path, 6, EVERY, *poison, "--nonfinite.skip", "true"))
     assert "non-finite training loss (nan) at step 4; step skipped" in capsys.readouterr().out
     ckpt = torch.load(last_ckpt(tmp_path), weights_only=True)
     assert ckpt["global_step"] == 6 and all(t.isfinite().all() for t in ckpt["state_dict"].values())

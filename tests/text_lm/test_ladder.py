@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import TINY_TEXT
 
 from text_lm.cli import main as text_lm
 from text_lm.config import LlamaConfig
@@ -18,12 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LADDER = ROOT / "configs/text/ladder"
 RUNGS = sorted(LADDER.glob("*.yaml"))
 PLAYS = ROOT / "data" / "shakespeare"
-TINY = [
-    "--model.config.vocab_size", "320", "--model.config.dim", "32", "--model.config.n_layers", "2",
-    "--model.config.max_seq_len", "32", "--model.sample_tokens", "4", "--data.seq_len", "32",
-    "--data.batch_size", "4", "--trainer.precision", "32", "--trainer.limit_val_batches", "2",
-    "--trainer.log_every_n_steps", "1", "--throughput.window", "1",
-]  # fmt: skip
+TINY = [*TINY_TEXT, "--model.sample_tokens", "4", "--trainer.limit_val_batches", "2", "--throughput.window", "1"]  # fmt: skip
 
 
 def differences(a, b, path=""):

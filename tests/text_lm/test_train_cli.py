@@ -8,30 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_TEXT
 
+from shared.train.tb_events import read_scalars
 from text_lm.cli import main as text_lm
 
 ROOT = Path(__file__).resolve().parents[2]
-PLAYS = ROOT / "data" / "shakespeare"
 TINY = [
-    "--model.config.vocab_size", "320", "--model.config.dim", "32", "--model.config.n_layers", "2",
-    "--model.config.n_heads", "4", "--model.config.n_kv_heads", "2", "--model.config.max_seq_len", "32",
-    "--model.sample_tokens", "8", "--data.seq_len", "32", "--data.batch_size", "4",
-    "--trainer.precision", "32", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1",
-    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    *TINY_TEXT, "--model.config.n_heads", "4", "--model.config.n_kv_heads", "2", "--model.sample_tokens", "8",
+    "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "bpe"
-    subprocess.run(
-        [sys.executable, "-m", "text_lm.prepare", "--input", str(PLAYS / "sonnets_gut.txt"),
-         str(PLAYS / "macbeth_gut.txt"), "--val-files", "sonnets_gut.txt", "--vocab-size", "320",
-         "--out", str(out)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out
 
 
 def fit(config, data_dir, root, *extra):
@@ -40,21 +27,15 @@ def fit(config, data_dir, root, *extra):
 
 
 def scalars(root: Path, tag: str) -> dict[int, float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out = {}
-    for events in sorted(root.rglob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            out.update({e.step: e.value for e in acc.Scalars(tag)})
-    return out
+    """step -> value of `tag` over every TensorBoard run folder under `root` (a resumed run's too)."""
+    folders = sorted({events.parent for events in root.rglob("events.out.tfevents.*")})
+    return {step: value for folder in folders for step, _, value in read_scalars(folder, tag)}
 
 
-def test_fit_writes_checkpoints_and_tensorboard_then_generate_and_export(data_dir, tmp_path, capsys):
+def test_fit_writes_checkpoints_and_tensorboard_then_generate_and_export(shakespeare_bpe, tmp_path, capsys):
     fit(
         "llama-moe-tiny.yaml",
-        data_dir,
+        shakespeare_bpe,
         tmp_path,
         "--trainer.max_steps",
         "6",
@@ -90,21 +71,21 @@ def test_fit_writes_checkpoints_and_tensorboard_then_generate_and_export(data_di
         torch.testing.assert_close(hf(idx).logits, ours(idx).logits, atol=1e-5, rtol=1e-4)
 
 
-def test_resume_continues_exactly(data_dir, tmp_path):
+def test_resume_continues_exactly(shakespeare_bpe, tmp_path):
     every = ["--trainer.max_steps", "8", "--checkpoint.every_n_train_steps", "4", "--checkpoint.save_top_k", "-1",
              "--checkpoint.monitor", "null", "--checkpoint.filename", "{step}", "--trainer.limit_val_batches", "0"]  # fmt: skip
-    fit("llama-tiny.yaml", data_dir, tmp_path / "straight", *every)
+    fit("llama-tiny.yaml", shakespeare_bpe, tmp_path / "straight", *every)
     straight = scalars(tmp_path / "straight", "train/loss")
     mid = next((tmp_path / "straight").rglob("step=4.ckpt"))
-    fit("llama-tiny.yaml", data_dir, tmp_path / "resumed", *every, "--ckpt_path", str(mid))
+    fit("llama-tiny.yaml", shakespeare_bpe, tmp_path / "resumed", *every, "--ckpt_path", str(mid))
     resumed = scalars(tmp_path / "resumed", "train/loss")
     assert set(resumed) == {4, 5, 6, 7} and all(resumed[s] == straight[s] for s in resumed)
 
 
-def test_fine_tune_loads_weights_only_and_rejects_other_shapes(data_dir, tmp_path, capsys):
+def test_fine_tune_loads_weights_only_and_rejects_other_shapes(shakespeare_bpe, tmp_path, capsys):
     fit(
         "llama-tiny.yaml",
-        data_dir,
+        shakespeare_bpe,
         tmp_path / "a",
         "--trainer.max_steps",
         "2",
@@ -112,19 +93,19 @@ def test_fine_tune_loads_weights_only_and_rejects_other_shapes(data_dir, tmp_pat
         "0",
     )
     last = next((tmp_path / "a").rglob("last.ckpt"))
-    fit("llama-tiny.yaml", data_dir, tmp_path / "b", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
+    fit("llama-tiny.yaml", shakespeare_bpe, tmp_path / "b", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
         "--model.init_from", str(last))  # fmt: skip
     with pytest.raises(SystemExit) as e:
-        fit("llama-tiny.yaml", data_dir, tmp_path / "c", "--trainer.max_steps", "2", "--model.init_from", str(last),
+        fit("llama-tiny.yaml", shakespeare_bpe, tmp_path / "c", "--trainer.max_steps", "2", "--model.init_from", str(last),
             "--model.config.dim", "64")  # fmt: skip
     assert e.value.code == 2
     assert "shape" in capsys.readouterr().err
 
 
-def test_ddp_two_cpu_processes_see_different_batches(data_dir, tmp_path):
+def test_ddp_two_cpu_processes_see_different_batches(shakespeare_bpe, tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{Path(__file__).parent}"}
     cmd = [sys.executable, "-m", "text_lm.cli", "fit", "-c", str(ROOT / "configs/text/llama-tiny.yaml"), *TINY,
-           "--data.data_dir", str(data_dir), "--trainer.default_root_dir", str(tmp_path),
+           "--data.data_dir", str(shakespeare_bpe), "--trainer.default_root_dir", str(tmp_path),
            "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
            "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1",
            "--trainer.callbacks+=batch_recorder.BatchRecorder", f"--trainer.callbacks.out_dir={tmp_path}"]  # fmt: skip
@@ -138,7 +119,7 @@ CONFIGS = sorted(str(p.relative_to(ROOT / "configs/text")) for p in (ROOT / "con
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_every_text_config_parses(config, data_dir, capsys):
+def test_every_text_config_parses(config, shakespeare_bpe, capsys):
     with pytest.raises(SystemExit) as exit_info:
         text_lm(
             [
@@ -146,7 +127,7 @@ def test_every_text_config_parses(config, data_dir, capsys):
                 "-c",
                 str(ROOT / "configs/text" / config),
                 "--data.data_dir",
-                str(data_dir),
+                str(shakespeare_bpe),
                 "--print_config",
             ]
         )
@@ -155,9 +136,9 @@ def test_every_text_config_parses(config, data_dir, capsys):
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_every_text_config_instantiates_and_trains_a_step(config, data_dir, tmp_path):
+def test_every_text_config_instantiates_and_trains_a_step(config, shakespeare_bpe, tmp_path):
     """The YAML's own model (full size) on CPU: one fast_dev_run step on a 16-token window."""
-    text_lm(["fit", "-c", str(ROOT / "configs/text" / config), "--data.data_dir", str(data_dir),
+    text_lm(["fit", "-c", str(ROOT / "configs/text" / config), "--data.data_dir", str(shakespeare_bpe),
              "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32",
              "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
              "--trainer.enable_model_summary", "false", "--model.compile", "false",
