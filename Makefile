@@ -23,6 +23,8 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# pyproject's addopts already has -q: a second -q here would drop pytest's closing "N passed" line.
+# Quick loop without the real training runs: $(BIN)/pytest -m "not slow"
 test: install lint
 	$(BIN)/pytest -x --durations=15
 

