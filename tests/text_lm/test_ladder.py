@@ -126,3 +126,32 @@ def test_bad_fit_override_is_one_line_before_any_training(data_dir, tmp_path, ca
     err = capsys.readouterr().err
     assert e.value.code == 2 and "0-gpt2.yaml" in err and "dimm" in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_resolve_config_gives_what_fit_runs_with_and_touches_nothing(tmp_path):
+    """The ladder's view of a rung: the YAML, the overrides and the CLI's own defaults, parsed without
+    instantiating anything (no run folder) and without seeding the caller's random state."""
+    from shared.errors import UserError
+    from shared.train.cli import resolve_config
+    from text_lm.data import TextDataModule
+    from text_lm.module import LanguageModelModule
+
+    rng = torch.get_rng_state()
+    args = [
+        "fit",
+        "-c",
+        str(RUNGS[1]),
+        "--model.config.dim",
+        "64",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+    cfg = resolve_config(LanguageModelModule, TextDataModule, args, prog="text-lm")
+    assert cfg["model"]["config"]["dim"] == 64 and cfg["model"]["config"]["norm"] == "rmsnorm"
+    assert cfg["trainer"]["default_root_dir"] == str(tmp_path) and cfg["trainer"]["precision"] == "bf16-mixed"
+    assert cfg["checkpoint"]["monitor"] == "val/loss" and cfg["seed_everything"] == 1337  # run_cli's defaults
+    assert not any(tmp_path.iterdir()) and torch.equal(torch.get_rng_state(), rng)
+    with pytest.raises(UserError, match="dimm"):
+        resolve_config(
+            LanguageModelModule, TextDataModule, [*args, "--model.config.dimm", "3"], prog="text-lm"
+        )
