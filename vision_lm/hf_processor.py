@@ -60,7 +60,9 @@ def write_siglip_processor(tok: Tokenizer, folder: str | os.PathLike, image_size
     }
     write_json_atomic(folder / "tokenizer.json", d)
     cfg = hf_tokenizer_config(tok, max_len)
-    cfg["model_input_names"] = ["input_ids"]  # no attention_mask: the tower attends to the padding, as SigLIP's
+    cfg["model_input_names"] = [
+        "input_ids"
+    ]  # no attention_mask: the tower attends to the padding, as SigLIP's
     write_json_atomic(folder / "tokenizer_config.json", cfg)
     write_json_atomic(folder / "preprocessor_config.json", image_processor_config(image_size))
     write_json_atomic(folder / "processor_config.json", {"processor_class": "SiglipProcessor"})
