@@ -6,20 +6,60 @@ Presets (`LlamaConfig.preset(name)`):
 - llama-tiny / llama-125m: RMSNorm, RoPE, SwiGLU, GQA, no biases, tied embeddings.
 - llama-moe-tiny: llama-tiny with 8 experts of half the hidden size, top-2 routing: the same
   active parameters per token as llama-tiny, 5x the total.
+
+`LlamaConfig()` alone is llama-tiny's shape with full multi-head attention (n_kv_heads None).
+`to_dict`, `from_dict` and `preset` are `ModelConfig`'s (shared/nn/config_base.py); the checks
+on widths and heads are the stack's, reached through `transformer()` in `__post_init__`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from shared.errors import UserError
 from shared.nn.config import MoEConfig, TransformerConfig
+from shared.nn.config_base import ModelConfig, check_positive
+
+_GPT2 = dict(mlp="gelu", norm="layernorm", position="learned", bias=True, tie_embeddings=True)
+_LLAMA = dict(mlp="swiglu", norm="rmsnorm", position="rope", bias=False, tie_embeddings=True)
+_TINY = dict(vocab_size=4096, max_seq_len=256, dim=256, n_layers=6, n_heads=8)
+
+PRESETS: dict[str, dict] = {
+    "gpt2-tiny": {**_GPT2, **_TINY},
+    "llama-tiny": {**_LLAMA, **_TINY, "n_kv_heads": 4},
+    "llama-moe-tiny": {
+        **_LLAMA,
+        **_TINY,
+        "n_kv_heads": 4,
+        "moe": dict(n_experts=8, top_k=2, hidden_dim=352),
+    },
+    "gpt2-small": {
+        **_GPT2,
+        "vocab_size": 50304,
+        "max_seq_len": 1024,
+        "dim": 768,
+        "n_layers": 12,
+        "n_heads": 12,
+    },
+    "llama-125m": {
+        **_LLAMA,
+        "vocab_size": 32768,
+        "max_seq_len": 1024,
+        "dim": 768,
+        "n_layers": 12,
+        "n_heads": 12,
+        "n_kv_heads": 4,
+        "hidden_dim": 3072,
+    },
+}
+"""The presets; configs/text/<name>.yaml sets the same values (tests/test_presets_match_yaml.py)."""
 
 
 @dataclass
-class LlamaConfig:
+class LlamaConfig(ModelConfig):
+    """The decoder-only language model: token (+ learned position) embeddings -> causal stack -> head."""
+
     vocab_size: int = 4096
     """Vocabulary size (the tokenizer's, specials included)."""
     max_seq_len: int = 256
@@ -34,7 +74,9 @@ class LlamaConfig:
     """Per-head size (None: dim // n_heads)."""
     hidden_dim: int | None = None
     """MLP hidden size (None: 4*dim for gelu, ~8/3*dim rounded to 64 for gated MLPs)."""
-    mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"
+    mlp: str = "swiglu"
+    """Feed-forward, a name in shared/nn/registry.py (`swiglu`, `geglu`, `gelu`; checked when built).
+    With `moe` set it names the experts' gated activation (`swiglu` or `geglu`)."""
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     norm_eps: float = 1e-5
     position: Literal["rope", "learned"] = "rope"
@@ -51,21 +93,19 @@ class LlamaConfig:
     moe: MoEConfig | None = None
     """Mixture-of-experts MLP in every layer (None = dense)."""
     name: str = field(default="custom", compare=False)
+    """Run name (the log folder's name); `preset` sets it to the preset's."""
+
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
 
     def __post_init__(self):
-        if isinstance(self.moe, dict):
-            self.moe = MoEConfig(**self.moe)
-        if self.vocab_size <= 0:
-            raise UserError(f"vocab_size must be positive, got {self.vocab_size}")
-        if self.max_seq_len <= 0:
-            raise UserError(f"max_seq_len must be positive, got {self.max_seq_len}")
+        super().__post_init__()  # a `moe` dict becomes a MoEConfig
+        check_positive("", self, ("vocab_size",))
         if self.position not in ("rope", "learned"):
             raise UserError(f"position must be 'rope' or 'learned', got {self.position!r}")
-        if self.moe is not None and self.mlp == "gelu":
-            raise UserError("moe needs a gated MLP: set mlp to 'swiglu' or 'geglu'")
-        self.transformer()  # validates heads, dims and the rest
+        self.transformer()  # validates widths, heads and the rest, once (shared/nn/config.py)
 
     def transformer(self) -> TransformerConfig:
+        """The stack this model runs: the one place these fields map onto `TransformerConfig`."""
         return TransformerConfig(
             dim=self.dim,
             n_layers=self.n_layers,
@@ -87,54 +127,3 @@ class LlamaConfig:
             moe=self.moe,
             init_std=self.init_std,
         )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> LlamaConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"unknown LlamaConfig field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> LlamaConfig:
-        if name not in PRESETS:
-            raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], "name": name, **overrides})
-
-
-_GPT2 = dict(mlp="gelu", norm="layernorm", position="learned", bias=True, tie_embeddings=True)
-_LLAMA = dict(mlp="swiglu", norm="rmsnorm", position="rope", bias=False, tie_embeddings=True)
-_TINY = dict(vocab_size=4096, max_seq_len=256, dim=256, n_layers=6, n_heads=8)
-
-PRESETS: dict[str, dict] = {
-    "gpt2-tiny": {**_GPT2, **_TINY},
-    "llama-tiny": {**_LLAMA, **_TINY, "n_kv_heads": 4},
-    "llama-moe-tiny": {
-        **_LLAMA,
-        **_TINY,
-        "n_kv_heads": 4,
-        "moe": MoEConfig(n_experts=8, top_k=2, hidden_dim=352),
-    },
-    "gpt2-small": {
-        **_GPT2,
-        "vocab_size": 50304,
-        "max_seq_len": 1024,
-        "dim": 768,
-        "n_layers": 12,
-        "n_heads": 12,
-    },
-    "llama-125m": {
-        **_LLAMA,
-        "vocab_size": 32768,
-        "max_seq_len": 1024,
-        "dim": 768,
-        "n_layers": 12,
-        "n_heads": 12,
-        "n_kv_heads": 4,
-        "hidden_dim": 3072,
-    },
-}

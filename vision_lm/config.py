@@ -15,29 +15,33 @@ Presets (`SigLIPConfig.preset(name)`):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from shared.errors import UserError
 from shared.nn.config import TransformerConfig
+from shared.nn.config_base import ModelConfig, check_positive
+
+PRESETS: dict[str, dict] = {
+    "siglip-tiny": {
+        "vision": dict(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
+        "text": dict(vocab_size=512, max_len=16, dim=128, n_layers=4, n_heads=4),
+    },
+    "siglip-small": {
+        "vision": dict(image_size=64, patch_size=4, dim=384, n_layers=6, n_heads=6),
+        "text": dict(vocab_size=512, max_len=16, dim=384, n_layers=6, n_heads=6),
+    },
+    "siglip-base": {
+        "vision": dict(image_size=224, patch_size=16, dim=768, n_layers=12, n_heads=12, hidden_dim=3072),
+        "text": dict(vocab_size=32000, max_len=64, dim=768, n_layers=12, n_heads=12, hidden_dim=3072),
+    },
+}
+"""The presets. The towers' defaults are siglip-tiny's, so `SigLIPConfig()` is siglip-tiny;
+configs/vision/siglip-*.yaml set the same values (tests/test_presets_match_yaml.py)."""
 
 
-def _positive(prefix: str, obj, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, int) or value <= 0:
-            raise UserError(f"{prefix}.{name} must be a positive integer, got {value!r}")
-
-
-def _known(klass, d: dict, prefix: str) -> None:
-    unknown = set(d) - {f.name for f in dataclasses.fields(klass)}
-    if unknown:
-        raise UserError(f"unknown SigLIPConfig field(s): {', '.join(prefix + u for u in sorted(unknown))}")
-
-
-def _tower(dim, n_layers, n_heads, hidden_dim, norm_eps, max_seq_len) -> TransformerConfig:
+def _tower(where: str, dim, n_layers, n_heads, hidden_dim, norm_eps, max_seq_len) -> TransformerConfig:
     """The bidirectional pre-LayerNorm stack both towers share (HF `SiglipEncoder` + final norm)."""
     return TransformerConfig(
         dim=dim,
@@ -53,6 +57,7 @@ def _tower(dim, n_layers, n_heads, hidden_dim, norm_eps, max_seq_len) -> Transfo
         rope=False,
         causal=False,
         max_seq_len=max_seq_len,
+        where=where,
     )
 
 
@@ -78,18 +83,14 @@ class VisionConfig:
     """`map`: one vector per image by multihead attention pooling (SigLIP); `none`: all patch tokens."""
 
     def __post_init__(self):
-        _positive("vision", self, ("image_size", "patch_size", "dim", "n_layers", "n_heads"))
+        check_positive("vision.", self, ("image_size", "patch_size"))
         if self.image_size % self.patch_size:
             raise UserError(
                 f"vision.patch_size={self.patch_size} must divide vision.image_size={self.image_size}"
             )
-        if self.dim % self.n_heads:
-            raise UserError(f"vision.n_heads={self.n_heads} must divide vision.dim={self.dim}")
-        if self.hidden_dim is None:
-            self.hidden_dim = 4 * self.dim
-        _positive("vision", self, ("hidden_dim",))
         if self.pooling not in ("map", "none"):
             raise UserError(f"vision.pooling must be 'map' or 'none', got {self.pooling!r}")
+        self.hidden_dim = self.transformer().hidden_dim  # validates the stack; stores 4 * dim for None
 
     @property
     def grid(self) -> int:
@@ -101,8 +102,9 @@ class VisionConfig:
         return self.grid**2
 
     def transformer(self) -> TransformerConfig:
+        """The tower's stack, over the n_patches patch tokens."""
         c = self
-        return _tower(c.dim, c.n_layers, c.n_heads, c.hidden_dim, c.norm_eps, self.n_patches)
+        return _tower("vision.", c.dim, c.n_layers, c.n_heads, c.hidden_dim, c.norm_eps, c.n_patches)
 
 
 @dataclass
@@ -111,7 +113,7 @@ class TextTowerConfig:
 
     vocab_size: int = 512
     """Embedding rows; at least the tokenizer's vocabulary (specials included)."""
-    max_len: int = 32
+    max_len: int = 16
     """Caption length in tokens: captions are padded (or cut) to exactly this length."""
     dim: int = 128
     """Width of the tower."""
@@ -125,20 +127,17 @@ class TextTowerConfig:
     """LayerNorm epsilon."""
 
     def __post_init__(self):
-        _positive("text", self, ("vocab_size", "max_len", "dim", "n_layers", "n_heads"))
-        if self.dim % self.n_heads:
-            raise UserError(f"text.n_heads={self.n_heads} must divide text.dim={self.dim}")
-        if self.hidden_dim is None:
-            self.hidden_dim = 4 * self.dim
-        _positive("text", self, ("hidden_dim",))
+        check_positive("text.", self, ("vocab_size", "max_len"))
+        self.hidden_dim = self.transformer().hidden_dim  # validates the stack; stores 4 * dim for None
 
     def transformer(self) -> TransformerConfig:
+        """The tower's stack, over max_len caption tokens."""
         c = self
-        return _tower(c.dim, c.n_layers, c.n_heads, c.hidden_dim, c.norm_eps, c.max_len)
+        return _tower("text.", c.dim, c.n_layers, c.n_heads, c.hidden_dim, c.norm_eps, c.max_len)
 
 
 @dataclass
-class SigLIPConfig:
+class SigLIPConfig(ModelConfig):
     """Two towers embedding images and texts in one space, trained by a pairwise loss."""
 
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -158,14 +157,13 @@ class SigLIPConfig:
     name: str = field(default="siglip-tiny", compare=False)
     """Run name (the log folder's name)."""
 
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
+
     def __post_init__(self):
-        if isinstance(self.vision, dict):
-            self.vision = VisionConfig(**self.vision)
-        if isinstance(self.text, dict):
-            self.text = TextTowerConfig(**self.text)
+        super().__post_init__()  # tower dicts become VisionConfig / TextTowerConfig
         if self.embed_dim is None:
             self.embed_dim = self.vision.dim
-        _positive("config", self, ("embed_dim",))
+        check_positive("", self, ("embed_dim",))
         if self.loss not in ("sigmoid", "softmax"):
             raise UserError(f"loss must be 'sigmoid' or 'softmax', got {self.loss!r}")
         if self.vision.pooling != "map":
@@ -177,46 +175,3 @@ class SigLIPConfig:
     @property
     def has_image_projection(self) -> bool:
         return self.embed_dim != self.vision.dim
-
-    def to_dict(self) -> dict:
-        """Plain data (checkpoints load with torch.load(weights_only=True))."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SigLIPConfig:
-        """Inverse of `to_dict`; unknown fields are an error naming them."""
-        _known(cls, d, "")
-        _known(VisionConfig, d.get("vision", {}), "vision.")
-        _known(TextTowerConfig, d.get("text", {}), "text.")
-        return cls(**d)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> SigLIPConfig:
-        """A named configuration; `overrides` replace top-level fields (towers as dicts or configs)."""
-        if name not in PRESETS:
-            raise UserError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-        p = PRESETS[name]
-        return cls(
-            **{
-                "vision": VisionConfig(**p["vision"]),
-                "text": TextTowerConfig(**p["text"]),
-                "name": name,
-                **overrides,
-            }
-        )
-
-
-PRESETS: dict[str, dict] = {
-    "siglip-tiny": {
-        "vision": dict(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
-        "text": dict(vocab_size=512, max_len=16, dim=128, n_layers=4, n_heads=4),
-    },
-    "siglip-small": {
-        "vision": dict(image_size=64, patch_size=4, dim=384, n_layers=6, n_heads=6),
-        "text": dict(vocab_size=512, max_len=16, dim=384, n_layers=6, n_heads=6),
-    },
-    "siglip-base": {
-        "vision": dict(image_size=224, patch_size=16, dim=768, n_layers=12, n_heads=12, hidden_dim=3072),
-        "text": dict(vocab_size=32000, max_len=64, dim=768, n_layers=12, n_heads=12, hidden_dim=3072),
-    },
-}

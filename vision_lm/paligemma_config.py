@@ -7,24 +7,45 @@ multi-query attention (one key/value head), RoPE, token embeddings multiplied by
 output head tied to the embeddings. Compared with the Llama decoder only the norm offset,
 the MLP gate's activation, the embedding scale and the attention mask (prefix-LM) differ.
 
-The default values are the CPU model of `configs/vision/paligemma-shapes.yaml`.
+Presets (`PaliGemmaConfig.preset(name)`), each the model of a shipped YAML
+(tests/test_presets_match_yaml.py):
+- paligemma-tiny: the siglip-tiny tower (64 image tokens) and a 128-wide 4-layer decoder;
+  `configs/vision/paligemma-shapes.yaml`, for 2 CPU cores. `PaliGemmaConfig()` is this preset.
+- paligemma-small: the siglip-small tower (256 image tokens) and a 384-wide 6-layer decoder;
+  `configs/vision/paligemma-gpu.yaml`, for one GPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from shared.errors import UserError
 from shared.nn.config import TransformerConfig
+from shared.nn.config_base import ModelConfig, check_positive
 from vision_lm.config import VisionConfig
 
-
-def _positive(prefix: str, obj, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, int) or value <= 0:
-            raise UserError(f"{prefix}.{name} must be a positive integer, got {value!r}")
+PRESETS: dict[str, dict] = {
+    "paligemma-tiny": {
+        "vision": dict(image_size=64, patch_size=8, dim=128, n_layers=4, n_heads=4),
+        "decoder": dict(
+            vocab_size=512, max_len=24, dim=128, n_layers=4, n_heads=4, n_kv_heads=1, hidden_dim=512
+        ),
+    },
+    "paligemma-small": {
+        "vision": dict(image_size=64, patch_size=4, dim=384, n_layers=6, n_heads=6),
+        "decoder": dict(
+            vocab_size=512,
+            max_len=24,
+            dim=384,
+            n_layers=6,
+            n_heads=6,
+            n_kv_heads=1,
+            head_dim=64,
+            hidden_dim=1536,
+        ),
+    },
+}
 
 
 @dataclass
@@ -53,17 +74,11 @@ class DecoderConfig:
     """RoPE base (Gemma: 10000)."""
 
     def __post_init__(self):
-        _positive("decoder", self, ("vocab_size", "max_len", "dim", "n_layers", "n_heads", "n_kv_heads"))
-        if self.n_heads % self.n_kv_heads:
-            raise UserError(
-                f"decoder.n_kv_heads={self.n_kv_heads} must divide decoder.n_heads={self.n_heads}"
-            )
-        if self.head_dim is None and self.dim % self.n_heads:
-            raise UserError(
-                f"decoder.n_heads={self.n_heads} must divide decoder.dim={self.dim} (or set head_dim)"
-            )
+        check_positive("decoder.", self, ("vocab_size", "max_len"))
+        self.transformer(0)  # validates widths and heads (the image tokens only lengthen max_seq_len)
 
     def transformer(self, n_image_tokens: int) -> TransformerConfig:
+        """The decoder's stack over n_image_tokens image tokens then max_len text tokens."""
         c = self
         return TransformerConfig(
             dim=c.dim,
@@ -81,16 +96,21 @@ class DecoderConfig:
             rope_theta=c.rope_theta,
             causal=True,  # the prefix-LM mask is always given explicitly
             max_seq_len=n_image_tokens + c.max_len,
+            where="decoder.",
         )
 
 
 @dataclass
-class PaliGemmaConfig:
+class PaliGemmaConfig(ModelConfig):
     """Image tower -> linear projector -> Gemma-style decoder (PaliGemma, Beyer et al. 2024)."""
 
-    vision: VisionConfig = field(default_factory=lambda: VisionConfig(pooling="none"))
+    vision: VisionConfig = field(
+        default_factory=lambda: VisionConfig(**PRESETS["paligemma-tiny"]["vision"], pooling="none")
+    )
     """The SigLIP image tower; PaliGemma keeps every patch token, so `pooling` is always none."""
-    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    decoder: DecoderConfig = field(
+        default_factory=lambda: DecoderConfig(**PRESETS["paligemma-tiny"]["decoder"])
+    )
     """The text decoder."""
     zero_init_projector: bool = True
     """Start the image projector at zero (big_vision's PaliGemma): the decoder first learns the
@@ -98,14 +118,12 @@ class PaliGemmaConfig:
     name: str = field(default="paligemma-tiny", compare=False)
     """Run name (the log folder's name)."""
 
+    PRESETS: ClassVar[dict[str, dict]] = PRESETS
+
     def __post_init__(self):
-        if isinstance(self.vision, dict):
-            self.vision = VisionConfig(**{**self.vision, "pooling": "none"})
-        elif self.vision.pooling != "none":  # a VisionConfig built with its SigLIP default ("map")
+        super().__post_init__()  # vision / decoder dicts become their configs
+        if self.vision.pooling != "none":  # a VisionConfig built with its SigLIP default ("map")
             self.vision = dataclasses.replace(self.vision, pooling="none")
-        if isinstance(self.decoder, dict):
-            self.decoder = DecoderConfig(**self.decoder)
-        self.decoder.transformer(self.n_image_tokens)  # validates head_dim, hidden_dim, ...
 
     @property
     def n_image_tokens(self) -> int:
@@ -113,21 +131,3 @@ class PaliGemmaConfig:
 
     def transformer(self) -> TransformerConfig:
         return self.decoder.transformer(self.n_image_tokens)
-
-    def to_dict(self) -> dict:
-        """Plain data (checkpoints load with torch.load(weights_only=True))."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PaliGemmaConfig:
-        """Inverse of `to_dict`; unknown fields are an error naming them."""
-        for klass, sub, prefix in (
-            (cls, d, ""),
-            (VisionConfig, d.get("vision", {}), "vision."),
-            (DecoderConfig, d.get("decoder", {}), "decoder."),
-        ):
-            unknown = set(sub) - {f.name for f in dataclasses.fields(klass)}
-            if unknown:
-                names = ", ".join(prefix + u for u in sorted(unknown))
-                raise UserError(f"unknown PaliGemmaConfig field(s): {names}")
-        return cls(**d)

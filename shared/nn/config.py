@@ -2,15 +2,20 @@
 
 One `TransformerConfig` describes every stack in the project: the Llama decoder,
 the GPT-2 baseline, the Gemma-style decoder of the captioner, and the two SigLIP
-towers. Models translate their own config dataclass into this one.
+towers. Each model configuration derives its `TransformerConfig` in one place (its
+`transformer()` method) and does so in its own `__post_init__`, so the checks on widths and
+heads below, and the derived defaults (`n_kv_heads`, `head_dim`, `hidden_dim`), are written
+once: `where` prefixes the field names in the errors with the path the user writes
+(`vision.n_heads=3 must divide vision.dim=128`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Literal
 
 from shared.errors import UserError
+from shared.nn.config_base import check_positive
 
 
 @dataclass
@@ -49,7 +54,9 @@ class TransformerConfig:
     head_dim: int | None = None
     """Per-head size (None: dim // n_heads). Gemma decouples it from dim."""
     hidden_dim: int | None = None
-    """MLP hidden size (None: 4 * dim for plain MLPs, 8/3 * dim rounded to 64 for gated ones)."""
+    """MLP hidden size. None: 4 * dim for `gelu`; for every other name (the gated `swiglu`, `geglu`)
+    8/3 * dim rounded up to a multiple of 64, which keeps the parameters of a 4 * dim plain MLP
+    (three matrices instead of two; Shazeer 2020)."""
     mixer: str = "attention"
     """Token mixer of each block, a name in `shared/nn/registry.py` (`attention`: GQA self-attention)."""
     mlp: str = "swiglu"
@@ -76,26 +83,29 @@ class TransformerConfig:
     moe: MoEConfig | None = None
     init_std: float = 0.02
 
-    def __post_init__(self):
-        for name in ("dim", "n_layers", "n_heads"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+    where: InitVar[str] = ""
+    """Prefix of the field names in error messages (`vision.`, `decoder.`); not stored."""
+
+    def __post_init__(self, where: str):
+        w = where
+        check_positive(w, self, ("dim", "n_layers", "n_heads", "max_seq_len"))
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
-        if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
-            raise UserError(f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+        check_positive(w, self, ("n_kv_heads",))
+        if self.n_heads % self.n_kv_heads:
+            raise UserError(f"{w}n_kv_heads={self.n_kv_heads} must divide {w}n_heads={self.n_heads}")
         if self.head_dim is None:
             if self.dim % self.n_heads:
-                raise UserError(f"n_heads={self.n_heads} must divide dim={self.dim} (or set head_dim)")
+                raise UserError(f"{w}n_heads={self.n_heads} must divide {w}dim={self.dim}")
             self.head_dim = self.dim // self.n_heads
+        check_positive(w, self, ("head_dim",))
         if self.rope and self.head_dim % 2:
-            raise UserError(f"RoPE needs an even head_dim, got {self.head_dim}")
+            raise UserError(f"RoPE needs an even {w}head_dim, got {self.head_dim}")
         if self.hidden_dim is None:
             if self.mlp == "gelu":
                 self.hidden_dim = 4 * self.dim
-            else:  # keep the parameter count of a 4*dim plain MLP: 2/3 * 4 * dim, rounded up
+            else:
                 self.hidden_dim = 64 * ((8 * self.dim // 3 + 63) // 64)
-        if self.max_seq_len <= 0:
-            raise UserError(f"max_seq_len must be positive, got {self.max_seq_len}")
+        check_positive(w, self, ("hidden_dim",))
         if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise UserError(f"{w}dropout must be in [0, 1), got {self.dropout}")
