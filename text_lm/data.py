@@ -145,8 +145,8 @@ class ResumableLoader(DataLoader):
 class TextDataModule(L.LightningDataModule):
     """(x, y) next-token batches of `seq_len` tokens from a `text-lm prepare` folder (see the module doc).
 
-    The LightningModule reads `tokenizer`, `meta`, `vocab_size`, `seq_len` and
-    `bytes_per_token(split)` (bits per byte = nats / ln 2 / bytes_per_token).
+    It satisfies `shared.train.data_contract.TextData`, what the text system reads: `tokenizer`,
+    `vocab_size`, `seq_len` and `bytes_per_token(split)` (bits per byte = nats / ln 2 / bytes_per_token).
     """
 
     def __init__(

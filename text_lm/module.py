@@ -6,26 +6,33 @@ Metrics (ARCHITECTURE.md section 5): train/loss, train/aux_loss, train/grad_norm
 val/ppl, val/bpb, moe/expert_load, samples/text. Bits per byte = NLL in bits over the
 validation tokens / their UTF-8 bytes (exact from the shard's byte count): unlike
 perplexity it compares models with different tokenizers.
+
+The skeleton (config as plain data, model built in `configure_model`, optimizer groups and
+schedule, grad-norm logging, self-contained checkpoints) is `shared/train/system.py`'s; the data
+is read as `shared.train.data_contract.TextData`.
 """
 
 from __future__ import annotations
 
 import math
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torchmetrics.text import Perplexity
 
 from shared.errors import UserError
-from shared.train.optim import configure_adamw, log_grad_norm, schedule_length
+from shared.train.data_contract import TextData
+from shared.train.system import System
 from text_lm.checkpoint import load_model_weights
 from text_lm.config import LlamaConfig
 from text_lm.generate import generate_tokens
 from text_lm.model import Llama
 
 
-class LanguageModelModule(L.LightningModule):
+class LanguageModelModule(System):
+    model_type = "llama"
+    data_contract = TextData
+
     def __init__(
         self,
         config: LlamaConfig | None = None,
@@ -37,6 +44,7 @@ class LanguageModelModule(L.LightningModule):
         z_loss_coef: float = 0.0,
         init_from: str | None = None,
         compile: bool = False,
+        gradient_checkpointing: bool = False,
         sample_prompt: str = "ROMEO:",
         sample_tokens: int = 64,
     ):
@@ -53,44 +61,45 @@ class LanguageModelModule(L.LightningModule):
             init_from: fine-tune: a checkpoint (.ckpt) or export folder whose weights initialise
                 the model (weights only; a fresh optimizer and schedule).
             compile: torch.compile the model (not the LightningModule).
+            gradient_checkpointing: recompute each block's activations in the backward pass instead
+                of keeping them: less memory, about one more forward pass, the same gradients.
             sample_prompt: prompt of the sample generated and logged at each validation.
             sample_tokens: length of that sample (0 = no sample).
         """
-        super().__init__()
-        self.config = config or LlamaConfig.preset("llama-tiny")
-        self.save_hyperparameters(ignore=["optimizer", "config"])
-        self.hparams["config"] = self.config.to_dict()  # plain dict: safe (weights_only) loading
-        self.optimizer_factory = optimizer
-        self.model: Llama | None = None
+        super().__init__(
+            config or LlamaConfig.preset("llama-tiny"),
+            optimizer,
+            warmup_steps,
+            min_lr_ratio,
+            compile,
+            gradient_checkpointing,
+        )
         self.val_ppl = Perplexity()
-        self.last_loss: torch.Tensor | None = None
         self._expert_load: list[torch.Tensor] = []
 
-    @property
-    def run_name(self) -> str:
-        return self.config.name
+    def build_model(self) -> Llama:
+        return Llama(self.config)
 
-    def configure_model(self) -> None:
-        """Build the model here, not in __init__, so FSDP can shard it as it is created."""
-        if self.model is not None:
-            return
-        self.model = Llama(self.config)
+    def load_initial_weights(self) -> None:
         if self.hparams.init_from:
             load_model_weights(self.model, self.hparams.init_from)
-        if self.hparams.compile:
-            self.model.compile()
+
+    def param_group_options(self) -> dict:
+        return {"no_decay_embeddings": self.hparams.no_decay_embeddings}
 
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self.trainer else None
-        vocab = getattr(dm, "vocab_size", None)
-        if vocab is not None and vocab > self.config.vocab_size:
+        dm: TextData | None = self.data
+        if dm is None:
+            return
+        if dm.vocab_size > self.config.vocab_size:
             raise UserError(
-                f"the data's tokenizer has {vocab} tokens but model.config.vocab_size is "
-                f"{self.config.vocab_size}; set --model.config.vocab_size {vocab}"
+                f"the data's tokenizer has {dm.vocab_size} tokens but model.config.vocab_size is "
+                f"{self.config.vocab_size}; set --model.config.vocab_size {dm.vocab_size}"
             )
-        seq = getattr(dm, "seq_len", None)
-        if seq is not None and self.config.position == "learned" and seq > self.config.max_seq_len:
-            raise UserError(f"data.seq_len={seq} exceeds model.config.max_seq_len={self.config.max_seq_len}")
+        if self.config.position == "learned" and dm.seq_len > self.config.max_seq_len:
+            raise UserError(
+                f"data.seq_len={dm.seq_len} exceeds model.config.max_seq_len={self.config.max_seq_len}"
+            )
 
     def count_batch(self, batch) -> dict[str, int]:
         return {"tokens": batch[0].numel()}
@@ -108,11 +117,7 @@ class LanguageModelModule(L.LightningModule):
             self.log("train/aux_loss", out.aux_loss)
             self.log("train/z_loss", out.z_loss)
             self._expert_load.append(out.expert_load)
-        self.last_loss = loss.detach()
         return loss
-
-    def on_before_optimizer_step(self, optimizer):
-        log_grad_norm(self)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self._expert_load and self.global_step % self.trainer.log_every_n_steps == 0:
@@ -135,17 +140,16 @@ class LanguageModelModule(L.LightningModule):
         self.val_ppl.update(out.logits.float(), y)
         self.log(f"{split}/loss", out.loss, prog_bar=True, sync_dist=True)
         self.log(f"{split}/ppl", self.val_ppl)
-        dm = self.trainer.datamodule
-        if hasattr(dm, "bytes_per_token"):  # bits per byte = nats / ln 2 / (bytes per token)
-            split_name = "val"
-            bpb = out.loss / math.log(2) / dm.bytes_per_token(split_name)
+        dm: TextData | None = self.data
+        if dm is not None:  # bits per byte = nats / ln 2 / (bytes per token) of the held-out split
+            bpb = out.loss / math.log(2) / dm.bytes_per_token("val")
             self.log(f"{split}/bpb", bpb, prog_bar=True, sync_dist=True)
         return out.loss
 
     def on_validation_epoch_end(self):
         n = self.hparams.sample_tokens
-        dm = self.trainer.datamodule
-        tok = getattr(dm, "tokenizer", None)
+        dm: TextData | None = self.data
+        tok = dm.tokenizer if dm is not None else None
         if n <= 0 or tok is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         text = self.sample(tok, self.hparams.sample_prompt, n)
@@ -167,28 +171,3 @@ class LanguageModelModule(L.LightningModule):
         ]
         self.model.train(was_training)
         return prompt + tok.decode(new)
-
-    def configure_optimizers(self):
-        return configure_adamw(
-            self.model,
-            self.optimizer_factory,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=schedule_length(self.trainer),
-            min_lr_ratio=self.hparams.min_lr_ratio,
-            no_decay_embeddings=self.hparams.no_decay_embeddings,
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Make the checkpoint self-contained: model config and tokenizer, as plain data."""
-        checkpoint["model_config"] = self.config.to_dict()
-        tok = getattr(self.trainer.datamodule, "tokenizer", None) if self._trainer else None
-        if tok is not None:
-            checkpoint["tokenizer"] = tok.to_dict()
-
-    def _tensorboard(self):
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None

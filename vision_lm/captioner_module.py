@@ -18,26 +18,29 @@ than the rest (`vision_lr_multiplier`), as PaliGemma's first stage does.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
 from shared.errors import UserError
-from shared.train.optim import configure_adamw, log_grad_norm, schedule_length
+from shared.train.data_contract import ImageTextData
+from shared.train.system import System
 from vision_lm.caption_generate import generate
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
 from vision_lm.paligemma_config import PaliGemmaConfig
-from vision_lm.system_hooks import TokenizerHooks
 from vision_lm.text_batch import TASKS
 
 CAPTION, VQA = TASKS.index("caption"), TASKS.index("vqa")
 
 
-class CaptionerModule(TokenizerHooks, L.LightningModule):
+class CaptionerModule(System):
+    model_type = "paligemma"
+    data_contract = ImageTextData
+
     def __init__(
         self,
         config: PaliGemmaConfig | None = None,
@@ -47,6 +50,7 @@ class CaptionerModule(TokenizerHooks, L.LightningModule):
         vision_lr_multiplier: float = 1.0,
         vision_init_from: str | None = None,
         compile: bool = False,
+        gradient_checkpointing: bool = False,
         max_new_tokens: int = 24,
         sample_images: int = 8,
     ):
@@ -62,52 +66,60 @@ class CaptionerModule(TokenizerHooks, L.LightningModule):
             vision_init_from: a SigLIP (or captioner) checkpoint whose image tower initialises ours
                 when fitting; its vision config must equal model.config.vision (pooling aside).
             compile: torch.compile the model (not the LightningModule).
+            gradient_checkpointing: recompute each block's activations (image tower and decoder) in
+                the backward pass instead of keeping them: less memory, about one more forward pass,
+                the same gradients.
             max_new_tokens: tokens generated at most per validation/test example.
             sample_images: examples shown in samples/captions (0: none).
         """
-        super().__init__()
+        super().__init__(
+            config or PaliGemmaConfig(),
+            optimizer,
+            warmup_steps,
+            min_lr_ratio,
+            compile,
+            gradient_checkpointing,
+        )
         if vision_lr_multiplier < 0:
             raise UserError(f"vision_lr_multiplier must be >= 0, got {vision_lr_multiplier}")
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        self.config = config or PaliGemmaConfig()
-        self.save_hyperparameters(ignore=["optimizer", "config"])
-        self.hparams["config"] = self.config.to_dict()  # plain data: checkpoints load with weights_only
-        self.optimizer_factory = optimizer
-        self.model: PaliGemma | None = None
         self.caption_exact, self.vqa_acc, self.bleu = MeanMetric(), MeanMetric(), BLEUScore(n_gram=4)
         self._counts = torch.zeros(2, dtype=torch.long)  # (captions, answers) scored this epoch
         self._samples: list[tuple] = []
 
-    @property
-    def run_name(self) -> str:
-        return self.config.name
+    def build_model(self) -> PaliGemma:
+        return PaliGemma(self.config)
 
-    def configure_model(self) -> None:
-        """Build the model here, not in __init__, so FSDP can shard it as it is created."""
-        if self.model is not None:
-            return
-        self.model = PaliGemma(self.config)
+    def load_initial_weights(self) -> None:
+        """`vision_init_from`: the image tower of a SigLIP or captioner checkpoint, when fitting only
+        (a resumed run then loads its own weights; an evaluation scores the checkpoint it is given)."""
         path = self.hparams.vision_init_from
-        if path and self._trainer is not None and self.trainer.state.fn == "fit":
-            from vision_lm.checkpoint import vision_tower_state
+        if not path or self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        from vision_lm.checkpoint import vision_tower_state
 
-            state = vision_tower_state(path, self.config.vision)  # a resumed run then loads its own weights
-            missing, unexpected = self.model.vision.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise UserError(f"{path}: image tower weights do not fit (missing {missing[:3]})")
-            rank_zero_info(f"image tower initialised from {path} ({len(state)} tensors)")
-        if self.hparams.compile:
-            self.model.compile()
+        state = vision_tower_state(path, self.config.vision)
+        missing, unexpected = self.model.vision.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise UserError(f"{path}: image tower weights do not fit (missing {missing[:3]})")
+        rank_zero_info(f"image tower initialised from {path} ({len(state)} tensors)")
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.model.vision] if self.hparams.vision_lr_multiplier == 0 else []
+
+    def param_group_options(self) -> dict:
+        factor = self.hparams.vision_lr_multiplier
+        return {"lr_multipliers": {"vision.": factor} if factor not in (0, 1) else None}
 
     def setup(self, stage: str) -> None:
-        dm = self._datamodule()
-        if dm is None or not hasattr(dm, "bind"):
+        """Give the data the model's image size and text length (it decodes splits lazily, after this)."""
+        dm: ImageTextData | None = self.data
+        if dm is None:
             return
         if dm.mode == "contrastive":
             raise UserError("the captioner needs data.mode captioning, vqa or multitask (got contrastive)")
         dm.bind(self.config.vision.image_size, self.config.decoder.max_len)
-        dm.setup(stage)
         vocab = self.config.decoder.vocab_size
         if dm.tokenizer.vocab_size > vocab:
             raise UserError(
@@ -129,22 +141,6 @@ class CaptionerModule(TokenizerHooks, L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def on_before_optimizer_step(self, optimizer):
-        log_grad_norm(self)
-
-    def configure_optimizers(self):
-        factor = self.hparams.vision_lr_multiplier
-        if factor == 0:
-            self.model.vision.requires_grad_(False)
-        return configure_adamw(
-            self.model,
-            self.optimizer_factory,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=schedule_length(self.trainer),
-            min_lr_ratio=self.hparams.min_lr_ratio,
-            lr_multipliers={"vision.": factor} if factor not in (0, 1) else None,
-        )
-
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")
@@ -159,7 +155,7 @@ class CaptionerModule(TokenizerHooks, L.LightningModule):
         self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True, batch_size=ids.shape[0])
         if self.trainer.sanity_checking:
             return  # an untrained model's texts say nothing; spare the time
-        tok = self._datamodule().tokenizer
+        tok = self.data.tokenizer
         rows, cut, masks = ids.tolist(), prefix_len.tolist(), batch["loss_mask"].tolist()
         prompts = [row[:n] for row, n in zip(rows, cut)]
         new = generate(
@@ -190,7 +186,7 @@ class CaptionerModule(TokenizerHooks, L.LightningModule):
     def _want_sample(self, task: int) -> bool:
         """Up to sample_images examples, half captions and half answers when the data has both."""
         k = self.hparams.sample_images
-        share = (k + 1) // 2 if self._datamodule().mode == "multitask" else k
+        share = (k + 1) // 2 if self.data.mode == "multitask" else k
         return len(self._samples) < k and sum(s[-1] == task for s in self._samples) < share
 
     def on_validation_epoch_end(self):
@@ -217,10 +213,3 @@ class CaptionerModule(TokenizerHooks, L.LightningModule):
             tb.add_image(
                 "samples/captions", caption_grid(torch.stack(px), prompts, preds, truths), self.global_step
             )
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Self-contained checkpoints: model type, model config and tokenizer as plain data."""
-        checkpoint["model_type"] = "paligemma"
-        checkpoint["model_config"] = self.config.to_dict()
-        self.save_tokenizer(checkpoint)

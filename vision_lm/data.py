@@ -17,6 +17,10 @@ Tokenizer: `tokenizer` names a tokenizer.json; without one, a small byte-level B
 (`vocab_size`) is trained on the training texts at setup (deterministic, so every DDP rank
 trains the same). The training system stores it in each checkpoint and saves it as
 `tokenizer.json` in the run folder, so a checkpoint alone rebuilds the whole pipeline.
+
+The systems read it as `shared.train.data_contract.ImageTextData`. Lightning calls `setup` (splits
+and tokenizer) before the system's own `setup`, which `bind`s the model's image size and text
+length; splits are decoded only when a loader asks for them, so nothing here waits on the model.
 """
 
 from __future__ import annotations

@@ -55,6 +55,19 @@ def gather(x: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def pair_logits(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The one logit formula: unit vectors (Bi, E), (Bt, E) -> (Bi, Bt) = exp(t) * cos + b, in fp32
+    (bf16 cosines times exp(t) ~ 10-100 would be off by whole units). No bias: the softmax loss's
+    logits, where b would cancel."""
+    logits = logit_scale.float().exp() * (image_embeds.float() @ text_embeds.float().T)
+    return logits if logit_bias is None else logits + logit_bias.float()
+
+
 def siglip_loss(
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
@@ -68,7 +81,7 @@ def siglip_loss(
     The positive of image i is text `offset + i`, unless `positives` (B, N) bool says which pairs
     match (e.g. every text with the same caption string).
     """
-    logits = logit_scale.float().exp() * (image_embeds.float() @ text_embeds.float().T) + logit_bias.float()
+    logits = pair_logits(image_embeds, text_embeds, logit_scale, logit_bias)
     B, N = logits.shape  # (B, N)
     if positives is None:
         positives = torch.zeros(B, N, dtype=torch.bool, device=logits.device)
@@ -89,10 +102,9 @@ def clip_loss(
 
     The bias b would cancel in a softmax and is not used.
     """
-    scale = logit_scale.float().exp()
     targets = offset + torch.arange(image_embeds.shape[0], device=image_embeds.device)
-    i2t = scale * image_embeds.float() @ all_text_embeds.float().T  # (B, W * B)
-    t2i = scale * text_embeds.float() @ all_image_embeds.float().T  # (B, W * B)
+    i2t = pair_logits(image_embeds, all_text_embeds, logit_scale)  # (B, W * B)
+    t2i = pair_logits(text_embeds, all_image_embeds, logit_scale)  # (B, W * B)
     return (F.cross_entropy(i2t, targets) + F.cross_entropy(t2i, targets)) / 2
 
 

@@ -5,7 +5,8 @@
 
 CLIP (Radford et al. 2021) turns each row of the B x B logit matrix into a softmax over
 the batch. SigLIP instead asks every pair a yes/no question: sigmoid(logit) = "is this
-the image's caption?". The loss (`vision_lm/losses.py`) needs no normalisation over the
+the image's caption?". The formula is `vision_lm.losses.pair_logits`, used by `SigLIP.logits`
+and by the losses alike. The loss (`vision_lm/losses.py`) needs no normalisation over the
 batch, so it is cheap to split across devices and works at small batch sizes too.
 t starts at log 10 and b at -10: with B - 1 negatives per positive, a strongly negative
 bias starts the model near the right prior instead of spending early steps learning it.
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vision_lm.config import SigLIPConfig
+from vision_lm.losses import contrastive_loss, pair_logits
 from vision_lm.text_tower import TextTower
 from vision_lm.vit import VisionTower
 
@@ -74,10 +76,31 @@ class SigLIP(nn.Module):
         return F.normalize(x.float(), dim=-1) if normalize else x
 
     def logits(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """Unit vectors (Bi, E), (Bt, E) -> (Bi, Bt) logits, in fp32: bf16 cosines times exp(t) ~ 10-100
-        would be off by whole units."""
-        cos = image_embeds.float() @ text_embeds.float().T
-        return self.logit_scale.float().exp() * cos + self.logit_bias.float()
+        """Unit vectors (Bi, E), (Bt, E) -> (Bi, Bt) logits exp(t) * cos + b, in fp32 (`pair_logits`)."""
+        return pair_logits(image_embeds, text_embeds, self.logit_scale, self.logit_bias)
+
+    def loss(
+        self,
+        out: SigLIPOutput,
+        text_ids: torch.Tensor | None = None,
+        across_ranks: bool = True,
+    ) -> torch.Tensor:
+        """The `config.loss` loss of a forward's embeddings over the global batch, as seen from this
+        rank: under DDP against every rank's texts (`vision_lm.losses.contrastive_loss`), so
+        `out.logits_per_image`, this rank's (B, B) block alone, is not what it scores.
+
+        text_ids (B, T): identical captions count as matches (sigmoid loss); None: only the diagonal.
+        across_ranks=False: the local batch alone (evaluation, where batches may differ in size).
+        """
+        return contrastive_loss(
+            self.config.loss,
+            out.image_embeds,
+            out.text_embeds,
+            self.logit_scale,
+            self.logit_bias,
+            text_ids,
+            across_ranks,
+        )
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor) -> SigLIPOutput:
         img, txt = self.encode_image(pixels), self.encode_text(ids)

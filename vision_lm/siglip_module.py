@@ -13,21 +13,23 @@ classified among ALL classes, held-out ones included (`vision_lm/evaluation.py`)
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from shared.errors import UserError
-from shared.train.optim import configure_adamw, log_grad_norm, schedule_length
+from shared.train.data_contract import ImageTextData
+from shared.train.system import System
 from vision_lm.config import SigLIPConfig
 from vision_lm.evaluation import embed_classes, pair_matrix, recall_at_k, zero_shot_accuracy
-from vision_lm.losses import contrastive_loss, gather, world
-from vision_lm.siglip import SigLIP
-from vision_lm.system_hooks import TokenizerHooks
+from vision_lm.losses import gather, world
+from vision_lm.siglip import SigLIP, SigLIPOutput
 from vision_lm.text_batch import TextEncoder
 
 
-class SigLIPModule(TokenizerHooks, L.LightningModule):
+class SigLIPModule(System):
+    model_type = "siglip"
+    data_contract = ImageTextData
+
     def __init__(
         self,
         config: SigLIPConfig | None = None,
@@ -37,6 +39,7 @@ class SigLIPModule(TokenizerHooks, L.LightningModule):
         lr_multipliers: dict[str, float] | None = None,
         same_caption_positive: bool = True,
         compile: bool = False,
+        gradient_checkpointing: bool = False,
         similarity_images: int = 16,
     ):
         """
@@ -51,35 +54,27 @@ class SigLIPModule(TokenizerHooks, L.LightningModule):
             same_caption_positive: in the sigmoid loss, count two pairs with the same caption as
                 matches (the shapes set repeats captions; SigLIP proper: false).
             compile: torch.compile the model (not the LightningModule).
+            gradient_checkpointing: recompute each block's activations (both towers) in the backward
+                pass instead of keeping them: less memory, about one more forward pass, same gradients.
             similarity_images: pairs in the val/similarity image (0: none).
         """
-        super().__init__()
-        self.config = config or SigLIPConfig()
-        self.save_hyperparameters(ignore=["optimizer", "config"])
-        self.hparams["config"] = self.config.to_dict()  # plain data: checkpoints load with weights_only
-        self.optimizer_factory = optimizer
-        self.model: SigLIP | None = None
-        self.last_loss: torch.Tensor | None = None
+        super().__init__(
+            config or SigLIPConfig(), optimizer, warmup_steps, min_lr_ratio, compile, gradient_checkpointing
+        )
         self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-    @property
-    def run_name(self) -> str:
-        return self.config.name
+    def build_model(self) -> SigLIP:
+        return SigLIP(self.config)
 
-    def configure_model(self) -> None:
-        """Build the model here, not in __init__, so FSDP can shard it as it is created."""
-        if self.model is not None:
-            return
-        self.model = SigLIP(self.config)
-        if self.hparams.compile:
-            self.model.compile()
+    def param_group_options(self) -> dict:
+        return {"lr_multipliers": self.hparams.lr_multipliers}
 
     def setup(self, stage: str) -> None:
-        dm = self._datamodule()
-        if dm is None or not hasattr(dm, "bind"):
+        """Give the data the model's image size and text length (it decodes splits lazily, after this)."""
+        dm: ImageTextData | None = self.data
+        if dm is None:
             return
         dm.bind(self.config.vision.image_size, self.config.text.max_len)
-        dm.setup(stage)
         if dm.tokenizer.vocab_size > self.config.text.vocab_size:
             raise UserError(
                 f"the tokenizer has {dm.tokenizer.vocab_size} tokens but model.config.text.vocab_size is "
@@ -93,33 +88,16 @@ class SigLIPModule(TokenizerHooks, L.LightningModule):
         return self.model(pixel_values, input_ids)
 
     # ------------------------------------------------------------------ training
-    def _loss(self, img, txt, ids, across_ranks: bool) -> torch.Tensor:
-        m = self.model
-        same = ids if self.hparams.same_caption_positive else None
-        return contrastive_loss(self.config.loss, img, txt, m.logit_scale, m.logit_bias, same, across_ranks)
+    def _loss(self, out: SigLIPOutput, ids: torch.Tensor, across_ranks: bool) -> torch.Tensor:
+        return self.model.loss(out, ids if self.hparams.same_caption_positive else None, across_ranks)
 
     def training_step(self, batch, batch_idx):
-        img = self.model.encode_image(batch["pixel_values"])
-        txt = self.model.encode_text(batch["input_ids"])
-        loss = self._loss(img, txt, batch["input_ids"], across_ranks=True)
+        out = self.model(batch["pixel_values"], batch["input_ids"])
+        loss = self._loss(out, batch["input_ids"], across_ranks=True)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/temperature", self.model.logit_scale.detach().exp().squeeze())
         self.log("train/bias", self.model.logit_bias.detach().squeeze())
-        self.last_loss = loss.detach()
         return loss
-
-    def on_before_optimizer_step(self, optimizer):
-        log_grad_norm(self)
-
-    def configure_optimizers(self):
-        return configure_adamw(
-            self.model,
-            self.optimizer_factory,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=schedule_length(self.trainer),
-            min_lr_ratio=self.hparams.min_lr_ratio,
-            lr_multipliers=self.hparams.lr_multipliers,
-        )
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch, batch_idx):
@@ -129,9 +107,9 @@ class SigLIPModule(TokenizerHooks, L.LightningModule):
         self._eval_step(batch, "test")
 
     def _eval_step(self, batch, split: str) -> None:
-        img = self.model.encode_image(batch["pixel_values"])
-        txt = self.model.encode_text(batch["input_ids"])
-        loss = self._loss(img, txt, batch["input_ids"], across_ranks=False)
+        out = self.model(batch["pixel_values"], batch["input_ids"])
+        loss = self._loss(out, batch["input_ids"], across_ranks=False)
+        img, txt = out.image_embeds, out.text_embeds
         self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True, batch_size=img.shape[0])
         self._outputs.append((img.float(), txt.float(), batch["index"]))
 
@@ -144,8 +122,8 @@ class SigLIPModule(TokenizerHooks, L.LightningModule):
     @torch.no_grad()
     def _evaluate(self, split: str) -> None:
         """Retrieval and zero-shot metrics over the whole split (every rank's share gathered)."""
-        dm = self._datamodule()
-        if not self._outputs or dm is None or not hasattr(dm, "records"):
+        dm: ImageTextData | None = self.data
+        if not self._outputs or dm is None:
             self._outputs = []
             return
         img, txt, idx = (torch.cat(x) for x in zip(*self._outputs))
@@ -188,9 +166,8 @@ class SigLIPModule(TokenizerHooks, L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Self-contained checkpoints: model config, tokenizer and zero-shot templates as plain data."""
-        checkpoint["model_config"] = self.config.to_dict()
-        self.save_tokenizer(checkpoint)
-        dm = self._datamodule()
-        if dm is not None and getattr(dm, "tokenizer", None) is not None:
+        """The base's model type, config and tokenizer, plus the zero-shot templates (plain data)."""
+        super().on_save_checkpoint(checkpoint)
+        dm: ImageTextData | None = self.data
+        if dm is not None and dm.tokenizer is not None:
             checkpoint["zero_shot_templates"] = dm.zero_shot_templates
