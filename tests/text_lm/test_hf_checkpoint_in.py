@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_TEXT
 
 from shared.tokenizer import Tokenizer
 from shared.tokenizer.hf_format import write_hf_tokenizer
@@ -39,10 +40,9 @@ def test_prepare_and_fine_tune_from_a_transformers_folder(tmp_path):
 
     text_lm(["fit", "-c", str(ROOT / "configs/text/llama-tiny.yaml"), "--data.data_dir", str(data),
              "--model.init_from", str(hf_dir), "--model.optimizer.init_args.lr", "0.0",
-             "--model.config.vocab_size", "320", "--model.config.dim", "32", "--model.config.n_layers", "2",
-             "--model.config.n_heads", "4", "--model.config.n_kv_heads", "2", "--model.config.max_seq_len", "32",
-             "--model.sample_tokens", "0", "--data.seq_len", "32", "--data.batch_size", "2",
-             "--trainer.precision", "32", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+             *TINY_TEXT, "--model.config.n_heads", "4", "--model.config.n_kv_heads", "2",
+             "--model.sample_tokens", "0", "--data.batch_size", "2", "--trainer.max_steps", "1",
+             "--trainer.limit_val_batches", "0",
              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "runs")])  # fmt: skip
     model, saved_tok = model_from_checkpoint(next((tmp_path / "runs").rglob("last.ckpt")))
     assert saved_tok.sha256 == tok.sha256

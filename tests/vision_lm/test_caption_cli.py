@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tb_tags import logged_tags
 
 from vision_lm.cli import main as vision_lm
 from vision_lm.config import SigLIPConfig, VisionConfig
@@ -42,17 +43,6 @@ def run(shapes, tmp_path_factory):
     return root / "paligemma-tiny" / "version_0", siglip
 
 
-def tags(folder: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    found = set()
-    for events in folder.rglob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        found |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
-    return found
-
-
 def test_fit_starts_from_siglip_and_writes_a_safe_checkpoint(run):
     folder, siglip = run
     ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -69,7 +59,7 @@ def test_fit_starts_from_siglip_and_writes_a_safe_checkpoint(run):
     assert state["model.projector.weight"].abs().sum() > 0  # zero-initialised, then trained
     for tag in ("train/loss", "train/grad_norm", "val/loss", "val/caption_exact", "val/bleu", "val/vqa_acc",
                 "train/tokens_per_sec", "samples/captions"):  # fmt: skip
-        assert tag in tags(folder), tag
+        assert tag in logged_tags(folder), tag
 
 
 def test_test_subcommand_prints_generation_metrics(run, shapes, tmp_path, capsys):

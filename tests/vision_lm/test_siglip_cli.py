@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tb_tags import logged_tags
 
 from vision_lm.cli import main as vision_lm
 
@@ -27,17 +28,6 @@ def run(shapes, tmp_path_factory):
     return root / "siglip-tiny" / "version_0"
 
 
-def scalars(folder: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = set()
-    for events in folder.rglob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
-    return tags
-
-
 def test_fit_writes_a_self_contained_safe_checkpoint(run):
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file() and (run / "tokenizer.json").is_file() and (run / "config.yaml").is_file()
@@ -45,7 +35,7 @@ def test_fit_writes_a_self_contained_safe_checkpoint(run):
     assert ckpt["global_step"] == 3 and ckpt["tokenizer"]["type"] == "byte_bpe"
     assert ckpt["hyper_parameters"]["config"]["vision"]["patch_size"] == 8
     assert ckpt["zero_shot_templates"] == ["a small {}", "a large {}"]
-    tags = scalars(run)
+    tags = logged_tags(run)
     for tag in ("train/loss", "train/temperature", "train/bias", "val/loss", "val/zero_shot_acc",
                 "val/recall@1_i2t", "val/recall@1_t2i", "val/recall@5_i2t", "val/recall@5_t2i",
                 "train/images_per_sec", "val/similarity"):  # fmt: skip
