@@ -62,8 +62,13 @@ def _check_known(owner: type, cls: type, d: dict, prefix: str = "") -> None:
         raise UserError(f"unknown {owner.__name__} field(s): {', '.join(sorted(unknown))}")
 
 
+@dataclasses.dataclass
 class ModelConfig:
-    """Base of the model configuration dataclasses: strict `to_dict`/`from_dict` and `preset`."""
+    """Base of the model configuration dataclasses: strict `to_dict`/`from_dict` and `preset`.
+
+    A dataclass itself, without fields: jsonargparse (LightningCLI) treats a class as plain data
+    (`--model.config.dim`, the saved config.yaml without `class_path`) only when every class of its
+    MRO is a dataclass."""
 
     PRESETS: ClassVar[dict[str, dict]] = {}
     """Named configurations: field values, nested configs as dicts. Each subclass sets its own."""
