@@ -134,6 +134,23 @@ def test_a_siglip_checkpoint_without_model_type_still_loads(tok, tmp_path):
     assert siglip_from_checkpoint(tmp_path / "old.ckpt").tokenizer.sha256 == tok.sha256
 
 
+def test_each_reader_names_another_kind_of_checkpoint(tok, tmp_path):
+    paths = {}
+    for kind in ("llama", "siglip"):
+        module = attach(BUILDERS[kind](), None)
+        module.configure_model()
+        ckpt = {"state_dict": module.state_dict()}
+        module.on_save_checkpoint(ckpt)
+        paths[kind] = tmp_path / f"{kind}.ckpt"
+        torch.save(ckpt, paths[kind])
+    with pytest.raises(UserError, match="a siglip checkpoint .vision-lm., not a text-lm one"):
+        model_from_checkpoint(paths["siglip"])
+    with pytest.raises(UserError, match=r"a text-lm \(Llama\) checkpoint, not a SigLIP one"):
+        siglip_from_checkpoint(paths["llama"])
+    with pytest.raises(UserError, match=r"a SigLIP checkpoint, not a captioner \(PaliGemma\) one"):
+        captioner_from_checkpoint(paths["siglip"])
+
+
 def test_without_a_datamodule_the_checkpoint_has_no_tokenizer_and_setup_does_nothing():
     module = text_system()
     assert module.data is None  # no trainer at all

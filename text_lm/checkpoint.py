@@ -13,6 +13,9 @@ from text_lm.model import Llama
 
 def model_from_checkpoint(path: str | Path) -> tuple[Llama, Tokenizer | None]:
     ckpt = read_checkpoint(path)
+    kind = ckpt.get("model_type", "llama")  # text checkpoints written before the type was stored: none
+    if kind != "llama":
+        raise UserError(f"{path}: a {kind} checkpoint (vision-lm), not a text-lm one")
     cfg = ckpt.get("model_config") or ckpt.get("hyper_parameters", {}).get("config")
     if not isinstance(cfg, dict):
         raise UserError(f"{path}: no model config stored in the checkpoint")

@@ -14,6 +14,9 @@ colour-shape pairs) as test/*.
 
 The image tower may start from a trained SigLIP (`vision_init_from`) and learn more slowly
 than the rest (`vision_lr_multiplier`), as PaliGemma's first stage does.
+
+On the shared system base (`shared/train/system.py`): starting weights, frozen parts and learning
+rate factors are its hooks (`load_initial_weights`, `frozen_modules`, `param_group_options`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 `shared.train.checkpoint.read_checkpoint` loads with `torch.load(weights_only=True)`: tensors and
 plain containers only, so a checkpoint cannot run code; a truncated or foreign file is a
-`UserError` naming it. Captioner checkpoints say so (`"model_type": "paligemma"`); SigLIP
-ones, older, carry no type.
+`UserError` naming it. Every system's checkpoint names its kind (`"model_type"`: "siglip",
+"paligemma", or "llama" for text-lm's; `shared/train/system.py`); SigLIP checkpoints written
+before SigLIP stored its type carry none, so no type means SigLIP.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ class LoadedCaptioner:
 
 
 def model_type(ckpt: dict) -> str:
-    """ "paligemma" or "siglip"."""
-    return "paligemma" if ckpt.get("model_type") == "paligemma" else "siglip"
+    """ "paligemma", "siglip" (also when the checkpoint names no type) or "llama" (a text-lm one)."""
+    kind = ckpt.get("model_type")
+    return kind if kind in LABELS else "siglip"
 
 
 def _config_dict(ckpt: dict, path) -> dict:
@@ -49,7 +51,7 @@ def _config_dict(ckpt: dict, path) -> dict:
     return cfg
 
 
-LABELS = {"siglip": "SigLIP", "paligemma": "captioner (PaliGemma)"}
+LABELS = {"siglip": "SigLIP", "paligemma": "captioner (PaliGemma)", "llama": "text-lm (Llama)"}
 
 
 def _checked_config(ckpt: dict, path, kind: str, config_cls):

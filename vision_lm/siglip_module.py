@@ -9,6 +9,10 @@ which for the shapes set holds the held-out colour-shape combinations, as test/*
 Zero-shot accuracy uses the images whose label names the whole image: with the shapes set,
 the one-shape scenes (their class is unambiguous; a busy scene has several right answers),
 classified among ALL classes, held-out ones included (`vision_lm/evaluation.py`).
+
+On the shared system base (`shared/train/system.py`): this file holds the steps and metrics only.
+Every step goes through `SigLIP.forward` (what `compile` compiles) and `SigLIP.loss`, which scores
+this rank's images against every rank's texts under DDP; the logit formula is `losses.pair_logits`.
 """
 
 from __future__ import annotations
