@@ -1,7 +1,7 @@
 """Conversion between our `Llama` and Hugging Face `LlamaForCausalLM` / `MixtralForCausalLM`.
 
-Both use the half-split RoPE layout, so weights map one to one without permutation.
-Strict in both directions: an unmatched key or a shape mismatch raises. Mixtral experts
+Both use the half-split RoPE layout, so weights map one to one without permutation, by
+the table `HF_NAMES` (expanded by `shared/train/hf_names.py`). Strict in both directions: an unmatched key or a shape mismatch raises. Mixtral experts
 are written per expert (`block_sparse_moe.experts.{j}.w1/w2/w3`), the on-disk layout
 that transformers 5.x loads (it fuses them in memory). Tied heads are omitted and
 flagged with `tie_word_embeddings` because safetensors refuses shared tensors.
@@ -9,12 +9,14 @@ flagged with `tie_word_embeddings` because safetensors refuses shared tensors.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 
 from shared.errors import UserError
 from shared.nn.config import MoEConfig
+from shared.train import hf_names
 from shared.train.hf_io import read_export, write_export
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
@@ -80,45 +82,75 @@ def hf_config(c: LlamaConfig) -> dict:
     return d
 
 
-def _key_map(c: LlamaConfig) -> dict[str, str]:
-    """Our parameter name -> HF parameter name, for every non-expert tensor."""
-    m = {"embed.weight": "model.embed_tokens.weight", "stack.norm.weight": "model.norm.weight"}
-    if not c.tie_embeddings:
-        m["lm_head.weight"] = "lm_head.weight"
-    attn = ["q_proj", "k_proj", "v_proj", "o_proj"]
-    for i in range(c.n_layers):
-        ours, hf = f"stack.layers.{i}", f"model.layers.{i}"
-        m[f"{ours}.attn_norm.weight"] = f"{hf}.input_layernorm.weight"
-        m[f"{ours}.mlp_norm.weight"] = f"{hf}.post_attention_layernorm.weight"
-        for p in attn:
-            m[f"{ours}.attn.{p}.weight"] = f"{hf}.self_attn.{p}.weight"
-            if c.bias:
-                m[f"{ours}.attn.{p}.bias"] = f"{hf}.self_attn.{p}.bias"
-        if c.moe is None:
-            for p in ("gate_proj", "up_proj", "down_proj"):
-                m[f"{ours}.mlp.{p}.weight"] = f"{hf}.mlp.{p}.weight"
-                if c.bias:
-                    m[f"{ours}.mlp.{p}.bias"] = f"{hf}.mlp.{p}.bias"
+_LAYER = [  # (ours, HF) in one decoder layer, under layers.{i}
+    ("attn_norm", "input_layernorm"),
+    ("mlp_norm", "post_attention_layernorm"),
+    ("attn.q_proj", "self_attn.q_proj"),  # half-split RoPE on both sides: no q/k permutation
+    ("attn.k_proj", "self_attn.k_proj"),
+    ("attn.v_proj", "self_attn.v_proj"),
+    ("attn.o_proj", "self_attn.o_proj"),
+    # dense (Llama): the SwiGLU MLP
+    ("mlp.gate_proj", "mlp.gate_proj"),
+    ("mlp.up_proj", "mlp.up_proj"),
+    ("mlp.down_proj", "mlp.down_proj"),
+    # MoE (Mixtral): the router, and expert j's rows of our stacked weights (`_split_experts`)
+    ("mlp.router", "block_sparse_moe.gate"),
+    ("mlp.gate_proj.{j}", "block_sparse_moe.experts.{j}.w1.weight"),
+    ("mlp.down_proj.{j}", "block_sparse_moe.experts.{j}.w2.weight"),
+    ("mlp.up_proj.{j}", "block_sparse_moe.experts.{j}.w3.weight"),
+]
+
+# (ours, HF) of every LlamaForCausalLM / MixtralForCausalLM tensor; expanded over the model's own
+# state dict, so a dense model only meets the dense rows, and biases come with their linears.
+HF_NAMES = [
+    ("embed", "model.embed_tokens"),
+    *hf_names.nest(_LAYER, "stack.layers.{i}.", "model.layers.{i}."),
+    ("stack.norm", "model.norm"),
+    ("lm_head", "lm_head"),  # untied only: a tied head is left out (`_exported`)
+]
+
+# Our MoE keeps a layer's experts stacked, `mlp.gate_proj` [n_experts, hidden, dim]; Mixtral's
+# files hold one tensor per expert. Row j is named `mlp.gate_proj.{j}` for the table above.
+_STACKED = re.compile(r"stack\.layers\.\d+\.mlp\.(gate|up|down)_proj")
+
+
+def _split_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each stacked expert weight [E, ...] -> E tensors `NAME.{j}` [...]; other tensors as they are."""
+    out = {}
+    for k, t in state.items():
+        if _STACKED.fullmatch(k):
+            out.update({f"{k}.{j}": row for j, row in enumerate(t.unbind(0))})
         else:
-            m[f"{ours}.mlp.router.weight"] = f"{hf}.block_sparse_moe.gate.weight"
-    return m
+            out[k] = t
+    return out
 
 
-_EXPERT = {"gate_proj": "w1", "down_proj": "w2", "up_proj": "w3"}
+def _stack_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `_split_experts`: rows `NAME.{j}` stacked in j order back into `NAME`."""
+    out, rows = {}, {}
+    for k, t in state.items():
+        name, _, j = k.rpartition(".")
+        if j.isdigit() and _STACKED.fullmatch(name):
+            rows.setdefault(name, {})[int(j)] = t
+        else:
+            out[k] = t
+    for name, by_j in rows.items():
+        out[name] = torch.stack([by_j[j] for j in sorted(by_j)])
+    return out
+
+
+def _exported(model: Llama) -> dict[str, torch.Tensor]:
+    """The tensors an export holds, under our names: a tied `lm_head.weight` is the embedding itself
+    (safetensors refuses shared tensors; `tie_word_embeddings` tells HF to tie it back)."""
+    state = model.state_dict()
+    if model.config.tie_embeddings:
+        del state["lm_head.weight"]
+    return _split_experts(state)
 
 
 def to_hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
-    c = model.config
-    check_exportable(c)
-    ours = model.state_dict()
-    out = {hf: ours[k].detach().clone().contiguous() for k, hf in _key_map(c).items()}
-    if c.moe is not None:
-        for i in range(c.n_layers):
-            for p, w in _EXPERT.items():
-                stacked = ours[f"stack.layers.{i}.mlp.{p}"]
-                for j in range(c.moe.n_experts):
-                    out[f"model.layers.{i}.block_sparse_moe.experts.{j}.{w}.weight"] = stacked[j].clone()
-    return out
+    check_exportable(model.config)
+    return hf_names.to_hf(HF_NAMES, _exported(model))
 
 
 def config_from_hf(d: dict) -> LlamaConfig:
@@ -162,27 +194,10 @@ def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> Llama:
     """Build our model from an HF state dict (per-expert Mixtral keys) and its config.json dict."""
     c = config_from_hf(hf_cfg)
     model = Llama(c)
-    expected = to_hf_state_dict(model)
     given = dict(state_dict)
     if c.tie_embeddings:
-        given.pop("lm_head.weight", None)
-    missing, unexpected = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
-    if missing or unexpected:
-        raise UserError(
-            f"HF weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    for k, t in expected.items():
-        if given[k].shape != t.shape:
-            raise UserError(f"HF weight {k} has shape {tuple(given[k].shape)}, expected {tuple(t.shape)}")
-    ours = {k: given[hf] for k, hf in _key_map(c).items()}
-    if c.moe is not None:
-        for i in range(c.n_layers):
-            for p, w in _EXPERT.items():
-                experts = [
-                    given[f"model.layers.{i}.block_sparse_moe.experts.{j}.{w}.weight"]
-                    for j in range(c.moe.n_experts)
-                ]
-                ours[f"stack.layers.{i}.mlp.{p}"] = torch.stack(experts)
+        given.pop("lm_head.weight", None)  # some writers keep the tied copy
+    ours = _stack_experts(hf_names.from_hf(HF_NAMES, given, _exported(model)))
     result = model.load_state_dict(ours, strict=False)
     if set(result.missing_keys) - {"lm_head.weight"} or result.unexpected_keys:  # tied head: lm_head is embed
         raise UserError(f"HF weights do not match: {result}")

@@ -1,9 +1,9 @@
 """Conversion between our `PaliGemma` and Hugging Face `transformers.PaliGemmaForConditionalGeneration`.
 
-The layouts match one to one. The image tower's names are SigLIP's (`hf_siglip.hf_name`,
-under `model.vision_tower.`); the projector is `model.multi_modal_projector.linear`; the
-decoder is HF's `GemmaModel` under `model.language_model.` with `attn_norm`/`mlp_norm` as
-`input_layernorm`/`post_attention_layernorm`. The head is tied, so `lm_head.weight` is
+The layouts match one to one (the table `HF_NAMES`). The image tower's names are SigLIP's
+(`hf_siglip.VISION_TOWER`, under `model.vision_tower.`); the projector is
+`model.multi_modal_projector.linear`; the decoder is HF's `GemmaModel` under
+`model.language_model.` with `attn_norm`/`mlp_norm` as `input_layernorm`/`post_attention_layernorm`. The head is tied, so `lm_head.weight` is
 omitted on export (safetensors refuses shared tensors) and flagged by `tie_word_embeddings`.
 
 HF builds the same input: `image_token_index` placeholders (one per patch) before the text
@@ -19,33 +19,41 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
-from shared.train.hf_io import read_export, rename_checked, write_export
+from shared.train import hf_names
+from shared.train.hf_io import read_export, write_export
 from vision_lm.config import VisionConfig
-from vision_lm.hf_siglip import hf_name as siglip_hf_name
-from vision_lm.hf_siglip import vision_hf_config
+from vision_lm.hf_siglip import VISION_TOWER, vision_hf_config
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import DecoderConfig, PaliGemmaConfig
 
-_DECODER_RENAMES = [  # (ours, HF) on names under `decoder.`
-    ("decoder.layers.", "model.language_model.layers."),
-    ("decoder.norm.", "model.language_model.norm."),
-    (".attn_norm.", ".input_layernorm."),
-    (".mlp_norm.", ".post_attention_layernorm."),
-    (".attn.", ".self_attn."),
+_DECODER_LAYER = [  # (ours, HF) in one Gemma decoder layer, under layers.{i}
+    ("attn_norm", "input_layernorm"),
+    ("mlp_norm", "post_attention_layernorm"),
+    ("attn.q_proj", "self_attn.q_proj"),
+    ("attn.k_proj", "self_attn.k_proj"),
+    ("attn.v_proj", "self_attn.v_proj"),
+    ("attn.o_proj", "self_attn.o_proj"),
+    ("mlp.gate_proj", "mlp.gate_proj"),
+    ("mlp.up_proj", "mlp.up_proj"),
+    ("mlp.down_proj", "mlp.down_proj"),
+]
+
+# (ours, HF) of every exported tensor. HF nests the towers under `model.`: the image tower is
+# SigLIP's (its table, under `model.vision_tower.` instead of `vision_model.`), the decoder a
+# GemmaModel under `model.language_model.`. The tied `lm_head.weight` has no row: it is left
+# out of both directions (`_untied`), HF ties it back from `embed_tokens`.
+HF_NAMES = [
+    *hf_names.nest(VISION_TOWER, "vision.", "model.vision_tower."),
+    ("projector", "model.multi_modal_projector.linear"),
+    ("embed", "model.language_model.embed_tokens"),
+    *hf_names.nest(_DECODER_LAYER, "decoder.layers.{i}.", "model.language_model.layers.{i}."),
+    ("decoder.norm", "model.language_model.norm"),
 ]
 
 
-def hf_name(ours: str) -> str:
-    """Our parameter name -> the HF PaliGemmaForConditionalGeneration one."""
-    if ours.startswith("vision."):
-        return "model.vision_tower." + siglip_hf_name(ours).removeprefix("vision_model.")
-    if ours.startswith("projector."):
-        return "model.multi_modal_projector.linear." + ours.removeprefix("projector.")
-    if ours == "embed.weight":
-        return "model.language_model.embed_tokens.weight"
-    for a, b in _DECODER_RENAMES:
-        ours = ours.replace(a, b)
-    return ours
+def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` without `lm_head.weight`, which is the embedding itself (safetensors refuses shared tensors)."""
+    return {k: v for k, v in state.items() if k != "lm_head.weight"}
 
 
 def hf_config(c: PaliGemmaConfig, token_ids: dict[str, int] | None = None) -> dict:
@@ -149,19 +157,13 @@ def config_from_hf(cfg: dict) -> PaliGemmaConfig:
 
 def to_hf_state_dict(model: PaliGemma) -> dict[str, torch.Tensor]:
     """HF-named tensors, without the tied `lm_head.weight`."""
-    return {
-        hf_name(k): v.detach().clone().contiguous()
-        for k, v in model.state_dict().items()
-        if k != "lm_head.weight"
-    }
+    return hf_names.to_hf(HF_NAMES, _untied(model.state_dict()))
 
 
 def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> PaliGemma:
     """Our model from an HF PaliGemma state dict and its config.json dict (strict)."""
     model = PaliGemma(config_from_hf(hf_cfg))
-    own = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    given = {k: v for k, v in state_dict.items() if k != "lm_head.weight"}  # tied: the embedding
-    ours = rename_checked(given, own, hf_name)
+    ours = hf_names.from_hf(HF_NAMES, _untied(state_dict), _untied(model.state_dict()))
     model.load_state_dict(ours, strict=False)  # lm_head.weight is the embedding itself
     return model
 

@@ -4,7 +4,8 @@ The layouts match one to one: the shared stack's `attn_norm`/`mlp_norm` are HF's
 `layer_norm1`/`layer_norm2`, `o_proj` is `out_proj`, the MLP's `up_proj`/`down_proj` are
 `fc1`/`fc2`, each tower's final norm is `post_layernorm` (image) or `final_layer_norm`
 (text), and t, b are `logit_scale`, `logit_bias`. The MAP head is stored exactly as HF's
-(`probe`, `attention.in_proj_weight`, ...). Strict both ways: a missing or unexpected key
+(`probe`, `attention.in_proj_weight`, ...). The table `HF_NAMES` says all of it
+(`shared/train/hf_names.py` expands it). Strict both ways: a missing or unexpected key
 or a shape mismatch raises `UserError`. Exports are `model.safetensors` (metadata
 {"format": "pt"}) + `config.json`, read by `SiglipModel.from_pretrained(DIR)`.
 """
@@ -16,35 +17,51 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
-from shared.train.hf_io import read_export, rename_checked, write_export
+from shared.train import hf_names
+from shared.train.hf_io import read_export, write_export
 from vision_lm.config import SigLIPConfig, TextTowerConfig, VisionConfig
 from vision_lm.siglip import SigLIP
 
-_RENAMES = [  # (ours, HF), applied in order to each dotted name
-    ("vision.patch_embed.", "vision_model.embeddings.patch_embedding."),
-    ("vision.pos_embed", "vision_model.embeddings.position_embedding.weight"),
-    ("vision.stack.norm.", "vision_model.post_layernorm."),
-    ("vision.stack.layers.", "vision_model.encoder.layers."),
-    ("vision.head.", "vision_model.head."),
-    ("text.token_embed.", "text_model.embeddings.token_embedding."),
-    ("text.pos_embed", "text_model.embeddings.position_embedding.weight"),
-    ("text.stack.norm.", "text_model.final_layer_norm."),
-    ("text.stack.layers.", "text_model.encoder.layers."),
-    ("text.head.", "text_model.head."),
-    (".attn_norm.", ".layer_norm1."),
-    (".mlp_norm.", ".layer_norm2."),
-    (".attn.o_proj.", ".self_attn.out_proj."),
-    (".attn.", ".self_attn."),
-    (".mlp.up_proj.", ".mlp.fc1."),
-    (".mlp.down_proj.", ".mlp.fc2."),
+_ENCODER_LAYER = [  # (ours, HF) in one pre-norm encoder layer, under each tower's layers.{i}
+    ("attn_norm", "layer_norm1"),
+    ("mlp_norm", "layer_norm2"),
+    ("attn.q_proj", "self_attn.q_proj"),
+    ("attn.k_proj", "self_attn.k_proj"),
+    ("attn.v_proj", "self_attn.v_proj"),
+    ("attn.o_proj", "self_attn.out_proj"),
+    ("mlp.up_proj", "mlp.fc1"),
+    ("mlp.down_proj", "mlp.fc2"),
 ]
 
+VISION_TOWER = [  # (ours, HF) under `vision.` / HF's vision tower prefix (PaliGemma's too)
+    ("patch_embed", "embeddings.patch_embedding"),
+    ("pos_embed", "embeddings.position_embedding.weight"),  # ours a bare Parameter, HF's an Embedding
+    *hf_names.nest(_ENCODER_LAYER, "stack.layers.{i}.", "encoder.layers.{i}."),
+    ("stack.norm", "post_layernorm"),
+    # The MAP head is stored as HF's: `probe` and the fused `attention.in_proj_weight/_bias`
+    # (q, k, v stacked, as torch's nn.MultiheadAttention keeps them) keep their names.
+    ("head", "head"),
+    ("head.attention", "head.attention"),
+    ("head.attention.out_proj", "head.attention.out_proj"),
+    ("head.layernorm", "head.layernorm"),
+    ("head.mlp.up_proj", "head.mlp.fc1"),
+    ("head.mlp.down_proj", "head.mlp.fc2"),
+]
 
-def hf_name(ours: str) -> str:
-    """Our parameter name -> the HF SiglipModel one (same for t and b)."""
-    for a, b in _RENAMES:
-        ours = ours.replace(a, b)
-    return ours
+TEXT_TOWER = [  # (ours, HF) under `text.` / `text_model.`
+    ("token_embed", "embeddings.token_embedding"),
+    ("pos_embed", "embeddings.position_embedding.weight"),
+    *hf_names.nest(_ENCODER_LAYER, "stack.layers.{i}.", "encoder.layers.{i}."),
+    ("stack.norm", "final_layer_norm"),
+    ("head", "head"),
+]
+
+HF_NAMES = [  # (ours, HF) of every SiglipModel tensor
+    *hf_names.nest(VISION_TOWER, "vision.", "vision_model."),
+    *hf_names.nest(TEXT_TOWER, "text.", "text_model."),
+    ("logit_scale", "logit_scale"),  # t
+    ("logit_bias", "logit_bias"),  # b
+]
 
 
 def check_exportable(c: SigLIPConfig) -> None:
@@ -145,14 +162,14 @@ def config_from_hf(d: dict) -> SigLIPConfig:
 
 def to_hf_state_dict(model: SigLIP) -> dict[str, torch.Tensor]:
     check_exportable(model.config)
-    return {hf_name(k): v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    return hf_names.to_hf(HF_NAMES, model.state_dict())
 
 
 def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> SigLIP:
     """Our model from an HF SiglipModel state dict and its config.json dict (strict)."""
     model = SigLIP(config_from_hf(hf_cfg))
     given = {k: v for k, v in state_dict.items() if not k.endswith("position_ids")}  # old buffers
-    ours = rename_checked(given, model.state_dict(), hf_name)
+    ours = hf_names.from_hf(HF_NAMES, given, model.state_dict())
     model.load_state_dict(ours, strict=True)
     return model
 

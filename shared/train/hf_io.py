@@ -1,8 +1,8 @@
 """The files of a Hugging Face export folder: `model.safetensors` + `config.json`, written atomically.
 
 Every converter (`text_lm/hf_convert.py`, `vision_lm/hf_siglip.py`, `vision_lm/hf_paligemma.py`)
-maps its tensors and config; this module owns the folder. Only safetensors and JSON are read:
-nothing in an export can run code.
+maps its config and renames its tensors (`shared/train/hf_names.py`); this module owns the
+folder. Only safetensors and JSON are read: nothing in an export can run code.
 """
 
 from __future__ import annotations
@@ -41,25 +41,3 @@ def read_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         return load_file(str(weights)), json.loads(cfg_file.read_text())
     except (ValueError, OSError) as e:
         raise UserError(f"{path}: unreadable export ({e})") from None
-
-
-def rename_checked(
-    given: dict[str, torch.Tensor], own: dict[str, torch.Tensor], hf_name
-) -> dict[str, torch.Tensor]:
-    """HF-named `given` tensors -> our names, for a model whose state is `own`.
-
-    `hf_name(our_name) -> HF name`. Every tensor must be there, with our shape, and nothing else:
-    otherwise one UserError naming the first differences.
-    """
-    names = {hf_name(k): k for k in own}
-    missing, unexpected = sorted(set(names) - set(given)), sorted(set(given) - set(names))
-    if missing or unexpected:
-        raise UserError(
-            f"HF weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
-    for hf, k in names.items():
-        if given[hf].shape != own[k].shape:
-            raise UserError(
-                f"HF weight {hf} has shape {tuple(given[hf].shape)}, expected {tuple(own[k].shape)}"
-            )
-    return {k: given[hf] for hf, k in names.items()}
