@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         "vision-lm",
         USAGE,
         COMMANDS,
-        system="lightning.pytorch:LightningModule",
+        system="shared.train.system:System",
         datamodule="vision_lm.data:ImageTextDataModule",
         argv=argv,
         subclass_mode_model=True,
