@@ -1,10 +1,11 @@
 """Conversion between our `Llama` and Hugging Face `LlamaForCausalLM` / `MixtralForCausalLM`.
 
 Both use the half-split RoPE layout, so weights map one to one without permutation, by
-the table `HF_NAMES` (expanded by `shared/train/hf_names.py`). Strict in both directions: an unmatched key or a shape mismatch raises. Mixtral experts
-are written per expert (`block_sparse_moe.experts.{j}.w1/w2/w3`), the on-disk layout
-that transformers 5.x loads (it fuses them in memory). Tied heads are omitted and
-flagged with `tie_word_embeddings` because safetensors refuses shared tensors.
+the table `HF_NAMES` (expanded by `shared/train/hf_names.py`). Strict in both directions: an
+unmatched key or a shape mismatch raises. Mixtral experts are written per expert
+(`block_sparse_moe.experts.{j}.w1/w2/w3`), the on-disk layout that transformers 5.x loads (it
+fuses them in memory). Tied heads are omitted and flagged with `tie_word_embeddings` because
+safetensors refuses shared tensors.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 The layouts match one to one (the table `HF_NAMES`). The image tower's names are SigLIP's
 (`hf_siglip.VISION_TOWER`, under `model.vision_tower.`); the projector is
 `model.multi_modal_projector.linear`; the decoder is HF's `GemmaModel` under
-`model.language_model.` with `attn_norm`/`mlp_norm` as `input_layernorm`/`post_attention_layernorm`. The head is tied, so `lm_head.weight` is
-omitted on export (safetensors refuses shared tensors) and flagged by `tie_word_embeddings`.
+`model.language_model.` with `attn_norm`/`mlp_norm` as `input_layernorm`/`post_attention_layernorm`.
+The head is tied, so `lm_head.weight` is omitted on export (safetensors refuses shared tensors)
+and flagged by `tie_word_embeddings`.
 
 HF builds the same input: `image_token_index` placeholders (one per patch) before the text
 ids, replaced by the projected patches; `token_type_ids` 0 on the image and prefix, 1 on
@@ -52,7 +53,7 @@ HF_NAMES = [
 
 
 def _untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` without `lm_head.weight`, which is the embedding itself (safetensors refuses shared tensors)."""
+    """`state` without `lm_head.weight`: the embedding itself, and safetensors refuses shared tensors."""
     return {k: v for k, v in state.items() if k != "lm_head.weight"}
 
 

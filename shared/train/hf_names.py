@@ -14,9 +14,10 @@ decided which tensors exist), so the expansion is exactly the model's key set, r
 Reading HF weights is strict: every expected tensor present with our shape, nothing else,
 or one `UserError` naming the first differences.
 
-What a table cannot say (a stacked tensor split per expert, a tied head left out, a nested
-prefix) each converter does explicitly next to its table; `nest` is the one shared form,
-for a tower whose names sit under another prefix.
+What a table cannot say (a stacked tensor split per expert, a tied head left out) each
+converter does explicitly next to its table; a tower whose names sit under another prefix is
+`nest`. The exported names are a file format (ARCHITECTURE.md, section 3):
+tests/shared/test_hf_names.py writes them out for each converter.
 """
 
 from __future__ import annotations
