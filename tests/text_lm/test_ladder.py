@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,6 @@ from text_lm.model import Llama
 ROOT = Path(__file__).resolve().parents[2]
 LADDER = ROOT / "configs/text/ladder"
 RUNGS = sorted(LADDER.glob("*.yaml"))
-PLAYS = ROOT / "data" / "shakespeare"
 TINY = [*TINY_TEXT, "--model.sample_tokens", "4", "--trainer.limit_val_batches", "2", "--throughput.window", "1"]  # fmt: skip
 
 
@@ -58,23 +55,13 @@ def test_moe_rung_keeps_the_active_parameters():
     assert moe.num_params(active=True) == pytest.approx(dense.num_params(active=True), rel=0.01)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "bpe"
-    subprocess.run(
-        [sys.executable, "-m", "text_lm.prepare", "--input", str(PLAYS / "sonnets_gut.txt"),
-         str(PLAYS / "lovers_complaint_gut.txt"), "--val-files", "lovers_complaint_gut.txt",
-         "--vocab-size", "320", "--out", str(out)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out
-
-
 @pytest.mark.slow
-def test_two_rung_ladder_writes_table_plot_json_and_tensorboard(data_dir, tmp_path, capsys, monkeypatch):
+def test_two_rung_ladder_writes_table_plot_json_and_tensorboard(
+    shakespeare_bpe, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread each, steady on a busy machine
     out = tmp_path / "ladder"
-    text_lm(["ladder", "--rungs", "0,5", "--budget-tokens", "2000", "--out", str(out), "--data-dir", str(data_dir),
+    text_lm(["ladder", "--rungs", "0,5", "--budget-tokens", "2000", "--out", str(out), "--data-dir", str(shakespeare_bpe),
              *TINY])  # fmt: skip
     printed = capsys.readouterr().out
     assert "[ladder 1/2] 0-gpt2" in printed and "[ladder 2/2] 5-moe" in printed
@@ -96,7 +83,7 @@ def test_two_rung_ladder_writes_table_plot_json_and_tensorboard(data_dir, tmp_pa
     ]  # fmt: skip
 
     # One more rung with the same setup joins the table in ladder order; the others keep their rows.
-    text_lm(["ladder", "--rungs", "1", "--budget-tokens", "2000", "--out", str(out), "--data-dir", str(data_dir),
+    text_lm(["ladder", "--rungs", "1", "--budget-tokens", "2000", "--out", str(out), "--data-dir", str(shakespeare_bpe),
              *TINY])  # fmt: skip
     rungs = json.loads((out / "ladder.json").read_text())["rungs"]
     assert [r["rung"] for r in rungs] == [0, 1, 5] and rungs[0] == gpt2
@@ -120,9 +107,11 @@ def test_bad_flags_give_one_line_and_exit_2(args, message, capsys):
     assert e.value.code == 2 and message in err and err.count("\n") == 1
 
 
-def test_bad_fit_override_is_one_line_before_any_training(data_dir, tmp_path, capsys):
+def test_bad_fit_override_is_one_line_before_any_training(shakespeare_bpe, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        text_lm(["ladder", "--data-dir", str(data_dir), "--out", str(tmp_path), "--model.config.dimm", "3"])
+        text_lm(
+            ["ladder", "--data-dir", str(shakespeare_bpe), "--out", str(tmp_path), "--model.config.dimm", "3"]
+        )
     err = capsys.readouterr().err
     assert e.value.code == 2 and "0-gpt2.yaml" in err and "dimm" in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())
