@@ -84,16 +84,7 @@ def hf_config(c: LlamaConfig) -> dict:
 
 
 _LAYER = [  # (ours, HF) in one decoder layer, under layers.{i}
-    ("attn_norm", "input_layernorm"),
-    ("mlp_norm", "post_attention_layernorm"),
-    ("attn.q_proj", "self_attn.q_proj"),  # half-split RoPE on both sides: no q/k permutation
-    ("attn.k_proj", "self_attn.k_proj"),
-    ("attn.v_proj", "self_attn.v_proj"),
-    ("attn.o_proj", "self_attn.o_proj"),
-    # dense (Llama): the SwiGLU MLP
-    ("mlp.gate_proj", "mlp.gate_proj"),
-    ("mlp.up_proj", "mlp.up_proj"),
-    ("mlp.down_proj", "mlp.down_proj"),
+    *hf_names.DECODER_LAYER,
     # MoE (Mixtral): the router, and expert j's rows of our stacked weights (`_split_experts`)
     ("mlp.router", "block_sparse_moe.gate"),
     ("mlp.gate_proj.{j}", "block_sparse_moe.experts.{j}.w1.weight"),

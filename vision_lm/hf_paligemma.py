@@ -27,18 +27,6 @@ from vision_lm.hf_siglip import VISION_TOWER, vision_hf_config
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import DecoderConfig, PaliGemmaConfig
 
-_DECODER_LAYER = [  # (ours, HF) in one Gemma decoder layer, under layers.{i}
-    ("attn_norm", "input_layernorm"),
-    ("mlp_norm", "post_attention_layernorm"),
-    ("attn.q_proj", "self_attn.q_proj"),
-    ("attn.k_proj", "self_attn.k_proj"),
-    ("attn.v_proj", "self_attn.v_proj"),
-    ("attn.o_proj", "self_attn.o_proj"),
-    ("mlp.gate_proj", "mlp.gate_proj"),
-    ("mlp.up_proj", "mlp.up_proj"),
-    ("mlp.down_proj", "mlp.down_proj"),
-]
-
 # (ours, HF) of every exported tensor. HF nests the towers under `model.`: the image tower is
 # SigLIP's (its table, under `model.vision_tower.` instead of `vision_model.`), the decoder a
 # GemmaModel under `model.language_model.`. The tied `lm_head.weight` has no row: it is left
@@ -47,7 +35,7 @@ HF_NAMES = [
     *hf_names.nest(VISION_TOWER, "vision.", "model.vision_tower."),
     ("projector", "model.multi_modal_projector.linear"),
     ("embed", "model.language_model.embed_tokens"),
-    *hf_names.nest(_DECODER_LAYER, "decoder.layers.{i}.", "model.language_model.layers.{i}."),
+    *hf_names.nest(hf_names.DECODER_LAYER, "decoder.layers.{i}.", "model.language_model.layers.{i}."),
     ("decoder.norm", "model.language_model.norm"),
 ]
 

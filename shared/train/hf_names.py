@@ -91,3 +91,18 @@ def from_hf(
                 f"HF weight {hf} has shape {tuple(given[hf].shape)}, expected {tuple(own[k].shape)}"
             )
     return {k: given[hf] for hf, k in names.items()}
+
+
+DECODER_LAYER: Table = [
+    # (ours, HF) in one pre-norm decoder layer, under layers.{i}: our `Block` in the naming HF's Llama,
+    # Mistral, Mixtral and Gemma decoder layers share (half-split RoPE on both sides: no q/k permutation).
+    ("attn_norm", "input_layernorm"),
+    ("mlp_norm", "post_attention_layernorm"),
+    ("attn.q_proj", "self_attn.q_proj"),
+    ("attn.k_proj", "self_attn.k_proj"),
+    ("attn.v_proj", "self_attn.v_proj"),
+    ("attn.o_proj", "self_attn.o_proj"),
+    ("mlp.gate_proj", "mlp.gate_proj"),  # a dense gated MLP (SwiGLU / GeGLU)
+    ("mlp.up_proj", "mlp.up_proj"),
+    ("mlp.down_proj", "mlp.down_proj"),
+]
