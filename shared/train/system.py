@@ -15,7 +15,7 @@ says what differs through a few hooks (`build_model`, `load_initial_weights`, `p
 - Checkpoints are self-contained (ARCHITECTURE.md section 3): `model_type` ("llama", "siglip",
   "paligemma"), `model_config` and the DataModule's `tokenizer`, all plain data.
 - The DataModule is read through `self.data`, typed by the system's `data_contract` Protocol
-  (`shared/train/data_contract.py`) and checked on each read, never probed with `hasattr`.
+  (`shared/train/data_contract.py`) and checked on the first read of each DataModule, never probed with `hasattr`.
   A DataModule that may train its own tokenizer (`TrainableTokenizerData`) gets the tokenizer
   saved as `tokenizer.json` in the run folder, and on resume or evaluation a checkpoint's tokenizer
   replaces one it trained; a different tokenizer named explicitly (`data.tokenizer`) is an error.
@@ -74,6 +74,7 @@ class System(L.LightningModule):
         self.hparams["config"] = config.to_dict()  # plain dict: safe (weights_only) loading
         self.optimizer_factory = optimizer
         self.model: nn.Module | None = None
+        self._checked_data: int | None = None  # id() of the DataModule whose contract has been checked
 
     @property
     def run_name(self) -> str:
@@ -135,8 +136,9 @@ class System(L.LightningModule):
         """The trainer's DataModule, checked against `data_contract`; None without a trainer or a
         DataModule (a model rebuilt from a checkpoint, a test calling the system directly)."""
         dm = self._trainer.datamodule if self._trainer is not None else None
-        if dm is not None:
+        if dm is not None and id(dm) != self._checked_data:  # once per DataModule, not per batch
             check_contract(dm, self.data_contract, type(self).__name__)
+            self._checked_data = id(dm)
         return dm
 
     def _trains_tokenizer(self) -> bool:
