@@ -8,6 +8,9 @@ K = H is GPT-2's multi-head attention, K = 1 is multi-query attention. Fewer KV 
 shrink the KV cache (and its memory traffic during decoding) by H/K at little cost in
 quality.
 
+q, k and v come from one fused projection `qkv_proj` (`shared/nn/fused.py`): one matmul, its
+output split into H, K, K heads; checkpoints with separate q_proj/k_proj/v_proj still load.
+
 Registered as the `attention` mixer (`shared/nn/registry.py`): forward(x, ctx) reads the RoPE
 tables, mask, this layer's KV cache and start_pos from the per-call `StackContext`.
 """
@@ -20,6 +23,7 @@ from torch import nn
 
 from shared.nn.config import TransformerConfig
 from shared.nn.context import NO_CONTEXT, StackContext
+from shared.nn.fused import fuse_on_load
 from shared.nn.masks import causal_mask
 from shared.nn.registry import register_mixer
 from shared.nn.rope import apply_rope
@@ -32,9 +36,11 @@ class Attention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.causal = cfg.causal
         self.dropout = cfg.dropout
-        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.attn_bias)
-        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.attn_bias)
-        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.attn_bias)
+        q_size, kv_size = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        self.qkv_sizes = (q_size, kv_size, kv_size)
+        self.fused_sizes = {"qkv_proj": self.qkv_sizes}  # rows of W_q, W_k, W_v in qkv_proj.weight
+        self.qkv_proj = nn.Linear(cfg.dim, q_size + 2 * kv_size, bias=cfg.attn_bias)
+        fuse_on_load(self, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=cfg.out_bias)
 
     def forward(self, x: torch.Tensor, ctx: StackContext = NO_CONTEXT) -> torch.Tensor:
@@ -46,9 +52,10 @@ class Attention(nn.Module):
         """
         B, T, _ = x.shape
         mask, kv_cache = ctx.mask, ctx.kv_cache
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        q, k, v = self.qkv_proj(x).split(self.qkv_sizes, dim=-1)  # (B, T, H*Dh), (B, T, K*Dh) x 2
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
         if ctx.rope is not None:
             cos, sin = ctx.rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)

@@ -5,6 +5,8 @@ SwiGLU (`swiglu`, Shazeer 2020, used by Llama): down(silu(gate(x)) * up(x)). The
 hidden unit scale itself by the input; at 2/3 of the hidden size it matches the plain
 MLP's parameters and trains to a lower loss.
 GeGLU (`geglu`, Gemma): the same with GELU(tanh) as the gate's activation.
+The gated MLPs compute gate and up with one fused matmul, `gate_up_proj` = [W_gate; W_up]
+(`shared/nn/fused.py`); checkpoints with separate gate_proj/up_proj still load.
 
 Every feed-forward returns (y, aux): aux is None here (dense layers have nothing to report)
 and the MoE layer's routing statistics in `shared/nn/moe.py`, so the block treats both alike.
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.nn.config import TransformerConfig
+from shared.nn.fused import fuse_on_load
 from shared.nn.registry import register_feed_forward
 
 
@@ -29,7 +32,8 @@ def activation(kind: str, gelu_approximate: str = "tanh"):
 
 
 class GatedMLP(nn.Module):
-    """down(act(gate(x)) * up(x)): SwiGLU with act = SiLU, GeGLU with act = GELU."""
+    """down(act(gate(x)) * up(x)): SwiGLU with act = SiLU, GeGLU with act = GELU; gate and up are
+    the two halves of one fused projection `gate_up_proj` (hidden rows each)."""
 
     def __init__(
         self,
@@ -40,14 +44,17 @@ class GatedMLP(nn.Module):
         gelu_approximate: str = "tanh",
     ):
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden_dim, bias=bias)
-        self.up_proj = nn.Linear(dim, hidden_dim, bias=bias)
+        self.hidden_dim = hidden_dim
+        self.fused_sizes = {"gate_up_proj": (hidden_dim, hidden_dim)}  # rows of W_gate, W_up
+        self.gate_up_proj = nn.Linear(dim, 2 * hidden_dim, bias=bias)
         self.down_proj = nn.Linear(hidden_dim, dim, bias=bias)
         self.act = activation(kind, gelu_approximate)
+        fuse_on_load(self, "gate_up_proj", ("gate_proj", "up_proj"))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """x (..., D) -> (y (..., D), None)."""
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x)), None
+        gate, up = self.gate_up_proj(x).split(self.hidden_dim, dim=-1)  # (..., hidden) each
+        return self.down_proj(self.act(gate) * up), None
 
 
 class MLP(nn.Module):

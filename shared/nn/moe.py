@@ -117,8 +117,7 @@ class MoE(nn.Module):
         mlp = GatedMLP(D, H, bias=False)
         mlp.act = self.act
         with torch.no_grad():
-            mlp.gate_proj.weight.copy_(self.gate_proj[e])
-            mlp.up_proj.weight.copy_(self.up_proj[e])
+            mlp.gate_up_proj.weight.copy_(torch.cat([self.gate_proj[e], self.up_proj[e]]))
             mlp.down_proj.weight.copy_(self.down_proj[e])
         return mlp
 

@@ -8,6 +8,7 @@ from shared.errors import UserError
 from shared.nn.attention import Attention
 from shared.nn.config import MoEConfig, TransformerConfig
 from shared.nn.masks import causal_mask, prefix_lm_mask, with_key_padding
+from shared.nn.mlp import GatedMLP
 from shared.nn.moe import MoE
 from shared.nn.norms import RMSNorm
 from shared.nn.rope import RotaryEmbedding, apply_rope
@@ -49,25 +50,44 @@ def test_gqa_with_all_kv_heads_equals_mha_and_repeated_kv_heads():
     gqa = Attention(cfg(n_kv_heads=2))
     mha = Attention(cfg(n_kv_heads=4))
     with torch.no_grad():  # MHA whose kv heads are the GQA heads repeated per group
-        mha.q_proj.weight.copy_(gqa.q_proj.weight)
+        wq, wk, wv = gqa.qkv_proj.weight.split(gqa.qkv_sizes)
+        rep = [w.view(2, 8, 32).repeat_interleave(2, dim=0).reshape(32, 32) for w in (wk, wv)]
+        mha.qkv_proj.weight.copy_(torch.cat([wq, *rep]))
         mha.o_proj.weight.copy_(gqa.o_proj.weight)
-        for name in ("k_proj", "v_proj"):
-            w = getattr(gqa, name).weight.view(2, 8, 32).repeat_interleave(2, dim=0).reshape(32, 32)
-            getattr(mha, name).weight.copy_(w)
     torch.testing.assert_close(gqa(x), mha(x), atol=1e-6, rtol=1e-5)
 
 
 def test_attention_equals_explicit_softmax():
+    """Separate q/k/v linears (an old checkpoint's layout) loaded into the fused qkv_proj give the
+    textbook softmax(q k^T / sqrt(Dh)) v of those very linears."""
     torch.manual_seed(0)
-    a = Attention(cfg(n_kv_heads=4, rope=False))
+    a = Attention(cfg(n_kv_heads=2, rope=False, attn_bias=True))
+    lin = {n: torch.nn.Linear(32, s) for n, s in (("q_proj", 32), ("k_proj", 16), ("v_proj", 16))}
+    old = {f"{n}.{leaf}": getattr(m, leaf) for n, m in lin.items() for leaf in ("weight", "bias")}
+    a.load_state_dict({**old, "o_proj.weight": a.o_proj.weight})
     x = torch.randn(1, 5, 32)
-    q = a.q_proj(x).view(1, 5, 4, 8).transpose(1, 2)
-    k = a.k_proj(x).view(1, 5, 4, 8).transpose(1, 2)
-    v = a.v_proj(x).view(1, 5, 4, 8).transpose(1, 2)
+    q = lin["q_proj"](x).view(1, 5, 4, 8).transpose(1, 2)
+    k = lin["k_proj"](x).view(1, 5, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
+    v = lin["v_proj"](x).view(1, 5, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
     att = (q @ k.transpose(-1, -2)) / 8**0.5
     att = att.masked_fill(~causal_mask(5), float("-inf")).softmax(-1)
     ref = a.o_proj((att @ v).transpose(1, 2).reshape(1, 5, 32))
     torch.testing.assert_close(a(x), ref, atol=1e-6, rtol=1e-5)
+
+
+def test_gated_mlp_loads_separate_gate_and_up():
+    """An old checkpoint's gate_proj/up_proj load into the fused gate_up_proj: down(silu(gate x) * up x)."""
+    torch.manual_seed(0)
+    mlp = GatedMLP(16, 24, bias=True)
+    gate, up, down = torch.nn.Linear(16, 24), torch.nn.Linear(16, 24), torch.nn.Linear(24, 16)
+    old = {
+        f"{n}.{leaf}": getattr(m, leaf)
+        for n, m in (("gate_proj", gate), ("up_proj", up), ("down_proj", down))
+        for leaf in ("weight", "bias")
+    }
+    mlp.load_state_dict(old)
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(mlp(x)[0], down(F.silu(gate(x)) * up(x)), atol=1e-6, rtol=1e-5)
 
 
 def test_masks_worked_examples():
