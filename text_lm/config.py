@@ -6,6 +6,14 @@ Presets (`LlamaConfig.preset(name)`):
 - llama-tiny / llama-125m: RMSNorm, RoPE, SwiGLU, GQA, no biases, tied embeddings.
 - llama-moe-tiny: llama-tiny with 8 experts of half the hidden size, top-2 routing: the same
   active parameters per token as llama-tiny, 5x the total.
+- modern-tiny: the 2024-25 speedrun pieces on llama-tiny's stack (issue 12): squared-ReLU MLP,
+  QK-norm, zero-initialised output projections, logit soft-capping, an untied head.
+
+Architecture options (each one field, off by default; `Llama` and the stack read them):
+`mlp: relu2` (So et al. 2021), `qk_norm` (Dehghani et al. 2023), `zero_init_out`
+(modded-nanogpt, nanochat), `logit_softcap` (Gemma 2), `tie_embeddings: false`. The Hugging
+Face and GGUF writers refuse those their target cannot represent, naming them
+(`unsupported_options`, below).
 
 `LlamaConfig()` alone is llama-tiny's shape with full multi-head attention (n_kv_heads None).
 `to_dict`, `from_dict` and `preset` are `ModelConfig`'s (shared/nn/config_base.py); the checks
@@ -25,6 +33,10 @@ _GPT2 = dict(mlp="gelu", norm="layernorm", position="learned", bias=True, tie_em
 _LLAMA = dict(mlp="swiglu", norm="rmsnorm", position="rope", bias=False, tie_embeddings=True)
 _TINY = dict(vocab_size=4096, max_seq_len=256, dim=256, n_layers=6, n_heads=8)
 
+_MODERN = dict(
+    mlp="relu2", qk_norm=True, zero_init_out=True, logit_softcap=15.0, tie_embeddings=False, n_kv_heads=4
+)
+
 PRESETS: dict[str, dict] = {
     "gpt2-tiny": {**_GPT2, **_TINY},
     "llama-tiny": {**_LLAMA, **_TINY, "n_kv_heads": 4},
@@ -34,6 +46,7 @@ PRESETS: dict[str, dict] = {
         "n_kv_heads": 4,
         "moe": dict(n_experts=8, top_k=2, hidden_dim=352),
     },
+    "modern-tiny": {**_LLAMA, **_TINY, **_MODERN},
     "gpt2-small": {
         **_GPT2,
         "vocab_size": 50304,
@@ -92,6 +105,14 @@ class LlamaConfig(ModelConfig):
     init_std: float = 0.02
     moe: MoEConfig | None = None
     """Mixture-of-experts MLP in every layer (None = dense)."""
+    qk_norm: bool = False
+    """RMSNorm on each head's query and key before RoPE (Dehghani et al. 2023; OLMo 2, Qwen3)."""
+    zero_init_out: bool = False
+    """Attention and MLP output projections start at zero: each block is the identity at init
+    (modded-nanogpt, nanochat)."""
+    logit_softcap: float | None = None
+    """Soft-cap the output logits: cap * tanh(logits / cap), smooth and bounded in (-cap, cap)
+    (Gemma 2: 30; modded-nanogpt: 15). None: raw logits."""
     name: str = field(default="custom", compare=False)
     """Run name (the log folder's name); `preset` sets it to the preset's."""
 
@@ -100,6 +121,8 @@ class LlamaConfig(ModelConfig):
     def __post_init__(self):
         super().__post_init__()  # a `moe` dict becomes a MoEConfig
         check_positive("", self, ("vocab_size",))
+        if self.logit_softcap is not None and not self.logit_softcap > 0:
+            raise UserError(f"logit_softcap must be > 0 (or null for none), got {self.logit_softcap!r}")
         if self.position not in ("rope", "learned"):
             raise UserError(f"position must be 'rope' or 'learned', got {self.position!r}")
         self.transformer()  # validates widths, heads and the rest, once (shared/nn/config.py)
@@ -126,4 +149,23 @@ class LlamaConfig(ModelConfig):
             dropout=self.dropout,
             moe=self.moe,
             init_std=self.init_std,
+            qk_norm=self.qk_norm,
+            zero_init_out=self.zero_init_out,
         )
+
+
+def unsupported_options(c: LlamaConfig) -> list[str]:
+    """The architecture options of `c` that transformers' Llama/Mixtral and llama.cpp's `llama` cannot
+    represent, each as `field=value (why)`; the HF and GGUF writers refuse a model that has any.
+
+    `zero_init_out` and an untied head change only the initialisation and the parameter count,
+    which both formats carry exactly, so they are not listed; `mlp` is checked by the writers
+    with the rest of the Llama shape (norm, position, bias)."""
+    out = []
+    if c.qk_norm:
+        out.append("qk_norm=true (Llama has no query/key norm; Qwen3 and OLMo 2 do, not written yet)")
+    if c.logit_softcap is not None:
+        out.append(
+            f"logit_softcap={c.logit_softcap} (Llama has no logit soft-capping; Gemma 2 does, not written yet)"
+        )
+    return out

@@ -25,6 +25,7 @@ from shared.nn.config import TransformerConfig
 from shared.nn.context import NO_CONTEXT, StackContext
 from shared.nn.fused import fuse_on_load
 from shared.nn.masks import causal_mask
+from shared.nn.norms import RMSNorm
 from shared.nn.registry import register_mixer
 from shared.nn.rope import apply_rope
 
@@ -42,6 +43,9 @@ class Attention(nn.Module):
         self.qkv_proj = nn.Linear(cfg.dim, q_size + 2 * kv_size, bias=cfg.attn_bias)
         fuse_on_load(self, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=cfg.out_bias)
+        # QK-norm (cfg.qk_norm; Dehghani et al. 2023): RMSNorm over each head's Dh, Qwen3's names
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, ctx: StackContext = NO_CONTEXT) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D).
@@ -56,6 +60,8 @@ class Attention(nn.Module):
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, Dh)
         k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, K, T, Dh)
+        if self.q_norm is not None:  # before RoPE, which preserves the norm it sets
+            q, k = self.q_norm(q), self.k_norm(k)
         if ctx.rope is not None:
             cos, sin = ctx.rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)

@@ -17,6 +17,9 @@ from typing import Literal
 from shared.errors import UserError
 from shared.nn.config_base import check_positive
 
+PLAIN_MLPS = ("gelu", "relu2")
+"""Feed-forwards with two matrices (up, down) rather than three: their default hidden size is 4 * dim."""
+
 
 @dataclass
 class MoEConfig:
@@ -54,13 +57,14 @@ class TransformerConfig:
     head_dim: int | None = None
     """Per-head size (None: dim // n_heads). Gemma decouples it from dim."""
     hidden_dim: int | None = None
-    """MLP hidden size. None: 4 * dim for `gelu`; for every other name (the gated `swiglu`, `geglu`)
-    8/3 * dim rounded up to a multiple of 64, which keeps the parameters of a 4 * dim plain MLP
-    (three matrices instead of two; Shazeer 2020)."""
+    """MLP hidden size. None: 4 * dim for the two-matrix MLPs (`gelu`, `relu2`); for every other name
+    (the gated `swiglu`, `geglu`) 8/3 * dim rounded up to a multiple of 64, which keeps the
+    parameters of a 4 * dim plain MLP (three matrices instead of two; Shazeer 2020)."""
     mixer: str = "attention"
     """Token mixer of each block, a name in `shared/nn/registry.py` (`attention`: GQA self-attention)."""
     mlp: str = "swiglu"
-    """Feed-forward of each block, a name in `shared/nn/registry.py`: `swiglu`, `geglu` or `gelu`."""
+    """Feed-forward of each block, a name in `shared/nn/registry.py`: `swiglu`, `geglu`, `gelu` or
+    `relu2` (squared ReLU, `shared/nn/relu2.py`)."""
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     norm_eps: float = 1e-5
     norm_unit_offset: bool = False
@@ -82,6 +86,14 @@ class TransformerConfig:
     dropout: float = 0.0
     moe: MoEConfig | None = None
     init_std: float = 0.02
+    qk_norm: bool = False
+    """QK-norm: RMSNorm (learned gain of Dh) on each head's query and key, after the projection and
+    before RoPE, so the attention logits q.k/sqrt(Dh) stay bounded however large the projections
+    grow (Dehghani et al. 2023, ViT-22B; Wortsman et al. 2023; OLMo 2, Qwen3, modded-nanogpt)."""
+    zero_init_out: bool = False
+    """Start every residual output projection (attention `o_proj`, MLP and expert `down_proj`) at
+    zero, so each block is the identity at initialisation and the residual stream begins as the
+    embedding (modded-nanogpt, nanochat; cf. Fixup/ReZero, Zhang et al. 2019, Bachlechner et al. 2020)."""
 
     where: InitVar[str] = ""
     """Prefix of the field names in error messages (`vision.`, `decoder.`); not stored."""
@@ -102,7 +114,7 @@ class TransformerConfig:
         if self.rope and self.head_dim % 2:
             raise UserError(f"RoPE needs an even {w}head_dim, got {self.head_dim}")
         if self.hidden_dim is None:
-            if self.mlp == "gelu":
+            if self.mlp in PLAIN_MLPS:
                 self.hidden_dim = 4 * self.dim
             else:
                 self.hidden_dim = 64 * ((8 * self.dim // 3 + 63) // 64)

@@ -8,7 +8,7 @@ up here: a builder takes the `TransformerConfig` and returns an `nn.Module`. The
     feed-forward:  forward(x (B, T, D)) -> (y (B, T, D), aux)   aux: None, or MoEStats
 
 Built-ins register in their own modules, which `shared/nn/transformer.py` imports: `attention`
-(attention.py); `swiglu`, `geglu`, `gelu` (mlp.py). This module imports none of them, so it sits
+(attention.py); `swiglu`, `geglu`, `gelu` (mlp.py); `relu2` (relu2.py). This module imports none of them, so it sits
 below every block and there is no import cycle. Mixture of experts is not an `mlp` name: when
 `cfg.moe` is set the feed-forward is `MoE` (moe.py registers it under the reserved key `moe`), whose experts are gated MLPs with the activation `cfg.mlp` names (so `mlp: geglu` plus
 `moe: {...}` is a GeGLU-expert MoE). The registered parameter names are the state_dict's, so the
@@ -30,7 +30,7 @@ Add a feed-forward variant: one file, one decorator, one config value (no edit t
 
     Transformer(TransformerConfig(dim=64, n_layers=2, n_heads=4, mlp="relu2"))
 
-(`tests/shared/test_registry.py` registers and trains exactly this.) Naming the output projection
+(`shared/nn/relu2.py` is exactly this, a built-in; `tests/shared/test_registry.py` trains it.) Naming the output projection
 `down_proj` gives it the depth-scaled initialisation of `shared/nn/init.py` for free.
 """
 

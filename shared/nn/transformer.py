@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 import shared.nn.attention  # noqa: F401  (registers the built-in mixer)
 import shared.nn.mlp  # noqa: F401  (registers the built-in feed-forwards)
+import shared.nn.relu2  # noqa: F401  (registers `relu2`)
 from shared.nn.config import TransformerConfig
 from shared.nn.context import StackContext
 from shared.nn.init import init_weights
@@ -77,7 +78,7 @@ class Transformer(nn.Module):
         if cfg.rope:
             self.rope = RotaryEmbedding(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, cfg.rope_scaling)
         self.gradient_checkpointing = False
-        init_weights(self, cfg.n_layers, cfg.init_std)
+        init_weights(self, cfg.n_layers, cfg.init_std, zero_out=cfg.zero_init_out)
 
     def forward(
         self,

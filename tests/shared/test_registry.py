@@ -9,18 +9,8 @@ from shared.errors import UserError
 from shared.nn.config import MoEConfig, TransformerConfig
 from shared.nn.context import StackContext
 from shared.nn.registry import FEED_FORWARDS, MIXERS, register_feed_forward, register_mixer
+from shared.nn.relu2 import ReLU2  # the registry docstring's worked example, a built-in since issue 12
 from shared.nn.transformer import Transformer
-
-
-@register_feed_forward("relu2")  # the registry docstring's worked example, verbatim
-class ReLU2(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
-        super().__init__()
-        self.up_proj = nn.Linear(cfg.dim, cfg.hidden_dim, bias=cfg.out_bias)
-        self.down_proj = nn.Linear(cfg.hidden_dim, cfg.dim, bias=cfg.out_bias)
-
-    def forward(self, x):
-        return self.down_proj(F.relu(self.up_proj(x)).square()), None
 
 
 @register_mixer("causal_mean")
