@@ -37,6 +37,7 @@ from shared.errors import UserError
 from shared.io import atomic_path
 from shared.tokenizer import GPT4_PATTERN, Tokenizer
 from shared.tokenizer.hf_format import to_hf_tokenizer
+from text_lm.config import unsupported_options
 from text_lm.model import Llama
 
 DTYPES = ("f32", "f16", "q8_0")
@@ -56,6 +57,7 @@ def check_gguf_exportable(model: Llama, tok: Tokenizer | None) -> None:
             "moe.n_shared_experts > 0 (no shared experts in llama)",
         ),
         (c.moe is None or c.moe.normalize_top_k, "moe.normalize_top_k=false (llama.cpp renormalises top-k)"),
+        *((False, what) for what in unsupported_options(c)),  # qk_norm, logit_softcap
         (tok is not None, "no tokenizer in the checkpoint (GGUF files carry their tokenizer)"),
         (
             tok is None or tok.pattern == GPT4_PATTERN,

@@ -19,7 +19,7 @@ from shared.errors import UserError
 from shared.nn.config import MoEConfig
 from shared.train import hf_names
 from shared.train.hf_io import read_export, write_export
-from text_lm.config import LlamaConfig
+from text_lm.config import LlamaConfig, unsupported_options
 from text_lm.model import Llama
 
 
@@ -33,6 +33,7 @@ def check_exportable(c: LlamaConfig) -> None:
         problems.append("mlp must be swiglu")
     if c.moe is not None and (c.moe.n_shared_experts or not c.moe.normalize_top_k):
         problems.append("MoE must have no shared experts and normalised top-k (Mixtral)")
+    problems += unsupported_options(c)  # qk_norm, logit_softcap: named by text_lm/config.py
     if problems:
         raise UserError(f"model '{c.name}' has no Llama/Mixtral equivalent: " + "; ".join(problems))
 

@@ -2,6 +2,12 @@
 
 One class covers GPT-2 and Llama; `LlamaConfig` chooses the pieces. Shapes: B batch,
 T tokens, V vocabulary, D model dim.
+
+Logit soft-capping (`logit_softcap`, Gemma 2, Team Gemma 2024; modded-nanogpt): the head's logits z
+become cap * tanh(z / cap), about z while |z| << cap and never past +-cap. It stops a few logits
+from running away early in training (the loss cannot be driven down by inflating one logit), at
+the cost of one elementwise tanh over (B, T, V). Applied in training, validation and generation
+alike, so sampling sees the distribution the model was trained on.
 """
 
 from __future__ import annotations
@@ -68,6 +74,9 @@ class Llama(nn.Module):
             x = x + self.pos_embed(torch.arange(start_pos, start_pos + T, device=idx.device))
         out = self.stack(self.drop(x), kv_caches=kv_caches, start_pos=start_pos)
         logits = self.lm_head(out.hidden)  # (B, T, V)
+        cap = self.config.logit_softcap
+        if cap is not None:
+            logits = cap * torch.tanh(logits / cap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
