@@ -86,15 +86,20 @@ def gguf_tensors(model: Llama) -> dict[str, torch.Tensor]:
     for i in range(c.n_layers):
         p, b = f"stack.layers.{i}.", f"blk.{i}."
         out[b + "attn_norm.weight"] = sd[p + "attn_norm.weight"]
-        out[b + "attn_q.weight"] = permute_for_ggml(sd[p + "attn.q_proj.weight"], tc.n_heads)
-        out[b + "attn_k.weight"] = permute_for_ggml(sd[p + "attn.k_proj.weight"], tc.n_kv_heads)
-        out[b + "attn_v.weight"] = sd[p + "attn.v_proj.weight"]
+        # llama.cpp keeps q, k, v apart: our fused qkv_proj split by rows (shared/nn/fused.py)
+        wq, wk, wv = sd[p + "attn.qkv_proj.weight"].split(model.stack.layers[i].attn.qkv_sizes)
+        out[b + "attn_q.weight"] = permute_for_ggml(wq, tc.n_heads)
+        out[b + "attn_k.weight"] = permute_for_ggml(wk, tc.n_kv_heads)
+        out[b + "attn_v.weight"] = wv.contiguous()
         out[b + "attn_output.weight"] = sd[p + "attn.o_proj.weight"]
         out[b + "ffn_norm.weight"] = sd[p + "mlp_norm.weight"]
-        suffix = "_exps" if c.moe is not None else ""
-        for ours, theirs in (("gate_proj", "ffn_gate"), ("up_proj", "ffn_up"), ("down_proj", "ffn_down")):
-            key = p + f"mlp.{ours}" + ("" if c.moe is not None else ".weight")
-            out[b + theirs + suffix + ".weight"] = sd[key]  # experts: (E, out, in), as llama.cpp stacks them
+        if c.moe is None:  # the fused gate_up_proj as llama.cpp's ffn_gate, ffn_up
+            gate, up = sd[p + "mlp.gate_up_proj.weight"].chunk(2)
+            mlp = {"ffn_gate": gate, "ffn_up": up, "ffn_down": sd[p + "mlp.down_proj.weight"]}
+        else:  # experts: (E, out, in), as llama.cpp stacks them
+            names = (("gate_proj", "ffn_gate"), ("up_proj", "ffn_up"), ("down_proj", "ffn_down"))
+            mlp = {theirs + "_exps": sd[p + f"mlp.{ours}"] for ours, theirs in names}
+        out.update({b + k + ".weight": v.contiguous() for k, v in mlp.items()})
         if c.moe is not None:
             out[b + "ffn_gate_inp.weight"] = sd[p + "mlp.router.weight"]
     return out

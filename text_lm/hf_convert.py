@@ -1,7 +1,8 @@
 """Conversion between our `Llama` and Hugging Face `LlamaForCausalLM` / `MixtralForCausalLM`.
 
 Both use the half-split RoPE layout, so weights map one to one without permutation, by
-the table `HF_NAMES` (expanded by `shared/train/hf_names.py`). Strict in both directions: an
+the table `HF_NAMES` (expanded by `shared/train/hf_names.py`); our fused `qkv_proj` and
+`gate_up_proj` are split into HF's q/k/v and gate/up projections (and joined back on import). Strict in both directions: an
 unmatched key or a shape mismatch raises. Mixtral experts are written per expert
 (`block_sparse_moe.experts.{j}.w1/w2/w3`), the on-disk layout that transformers 5.x loads (it
 fuses them in memory). Tied heads are omitted and flagged with `tie_word_embeddings` because
@@ -17,6 +18,7 @@ import torch
 
 from shared.errors import UserError
 from shared.nn.config import MoEConfig
+from shared.nn.fused import split_sizes
 from shared.train import hf_names
 from shared.train.hf_io import read_export, write_export
 from text_lm.config import LlamaConfig, unsupported_options
@@ -143,7 +145,7 @@ def _exported(model: Llama) -> dict[str, torch.Tensor]:
 
 def to_hf_state_dict(model: Llama) -> dict[str, torch.Tensor]:
     check_exportable(model.config)
-    return hf_names.to_hf(HF_NAMES, _exported(model))
+    return hf_names.to_hf(HF_NAMES, _exported(model), split_sizes(model))
 
 
 def config_from_hf(d: dict) -> LlamaConfig:
@@ -190,7 +192,7 @@ def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> Llama:
     given = dict(state_dict)
     if c.tie_embeddings:
         given.pop("lm_head.weight", None)  # some writers keep the tied copy
-    ours = _stack_experts(hf_names.from_hf(HF_NAMES, given, _exported(model)))
+    ours = _stack_experts(hf_names.from_hf(HF_NAMES, given, _exported(model), split_sizes(model)))
     result = model.load_state_dict(ours, strict=False)
     if set(result.missing_keys) - {"lm_head.weight"} or result.unexpected_keys:  # tied head: lm_head is embed
         raise UserError(f"HF weights do not match: {result}")

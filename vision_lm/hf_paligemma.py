@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
+from shared.nn.fused import split_sizes
 from shared.train import hf_names
 from shared.train.hf_io import read_export, write_export
 from vision_lm.config import VisionConfig
@@ -146,13 +147,13 @@ def config_from_hf(cfg: dict) -> PaliGemmaConfig:
 
 def to_hf_state_dict(model: PaliGemma) -> dict[str, torch.Tensor]:
     """HF-named tensors, without the tied `lm_head.weight`."""
-    return hf_names.to_hf(HF_NAMES, _untied(model.state_dict()))
+    return hf_names.to_hf(HF_NAMES, _untied(model.state_dict()), split_sizes(model))
 
 
 def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> PaliGemma:
     """Our model from an HF PaliGemma state dict and its config.json dict (strict)."""
     model = PaliGemma(config_from_hf(hf_cfg))
-    ours = hf_names.from_hf(HF_NAMES, _untied(state_dict), _untied(model.state_dict()))
+    ours = hf_names.from_hf(HF_NAMES, _untied(state_dict), _untied(model.state_dict()), split_sizes(model))
     model.load_state_dict(ours, strict=False)  # lm_head.weight is the embedding itself
     return model
 

@@ -1,7 +1,8 @@
 """Conversion between our `SigLIP` and Hugging Face `transformers.SiglipModel`.
 
 The layouts match one to one: the shared stack's `attn_norm`/`mlp_norm` are HF's
-`layer_norm1`/`layer_norm2`, `o_proj` is `out_proj`, the MLP's `up_proj`/`down_proj` are
+`layer_norm1`/`layer_norm2`, our fused `qkv_proj` is split into HF's `q_proj`/`k_proj`/`v_proj`
+(joined back on import), `o_proj` is `out_proj`, the MLP's `up_proj`/`down_proj` are
 `fc1`/`fc2`, each tower's final norm is `post_layernorm` (image) or `final_layer_norm`
 (text), and t, b are `logit_scale`, `logit_bias`. The MAP head is stored exactly as HF's
 (`probe`, `attention.in_proj_weight`, ...). The table `HF_NAMES` says all of it
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
+from shared.nn.fused import split_sizes
 from shared.train import hf_names
 from shared.train.hf_io import read_export, write_export
 from vision_lm.config import SigLIPConfig, TextTowerConfig, VisionConfig
@@ -25,9 +27,7 @@ from vision_lm.siglip import SigLIP
 _ENCODER_LAYER = [  # (ours, HF) in one pre-norm encoder layer, under each tower's layers.{i}
     ("attn_norm", "layer_norm1"),
     ("mlp_norm", "layer_norm2"),
-    ("attn.q_proj", "self_attn.q_proj"),
-    ("attn.k_proj", "self_attn.k_proj"),
-    ("attn.v_proj", "self_attn.v_proj"),
+    ("attn.qkv_proj", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),  # split/join
     ("attn.o_proj", "self_attn.out_proj"),
     ("mlp.up_proj", "mlp.fc1"),
     ("mlp.down_proj", "mlp.fc2"),
@@ -162,14 +162,14 @@ def config_from_hf(d: dict) -> SigLIPConfig:
 
 def to_hf_state_dict(model: SigLIP) -> dict[str, torch.Tensor]:
     check_exportable(model.config)
-    return hf_names.to_hf(HF_NAMES, model.state_dict())
+    return hf_names.to_hf(HF_NAMES, model.state_dict(), split_sizes(model))
 
 
 def from_hf(state_dict: dict[str, torch.Tensor], hf_cfg: dict) -> SigLIP:
     """Our model from an HF SiglipModel state dict and its config.json dict (strict)."""
     model = SigLIP(config_from_hf(hf_cfg))
     given = {k: v for k, v in state_dict.items() if not k.endswith("position_ids")}  # old buffers
-    ours = hf_names.from_hf(HF_NAMES, given, model.state_dict())
+    ours = hf_names.from_hf(HF_NAMES, given, model.state_dict(), split_sizes(model))
     model.load_state_dict(ours, strict=True)
     return model
 

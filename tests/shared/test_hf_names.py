@@ -219,3 +219,38 @@ def test_a_missing_unexpected_or_misshapen_hf_tensor_is_one_user_error_naming_it
         conv.from_hf({**hf, "model.extra.weight": torch.zeros(1)}, cfg)
     with pytest.raises(UserError, match=rf"HF weight {esc} has shape \(1, 1\)"):
         conv.from_hf({**hf, name: torch.zeros(1, 1)}, cfg)
+
+
+def test_a_split_row_splits_ours_by_rows_and_joins_the_parts_back():
+    table = [("attn.qkv", ("hf.q", "hf.k", "hf.v"))]
+    own = {"attn.qkv.weight": torch.arange(12.0).view(6, 2)}
+    sizes = {"attn.qkv": (4, 1, 1)}  # GQA: q wider than k, v
+    hf = hf_names.to_hf(table, own, sizes)
+    assert list(hf) == ["hf.q.weight", "hf.k.weight", "hf.v.weight"]
+    assert torch.equal(hf["hf.k.weight"], own["attn.qkv.weight"][4:5])
+    assert torch.equal(hf_names.from_hf(table, hf, own, sizes)["attn.qkv.weight"], own["attn.qkv.weight"])
+    with pytest.raises(UserError, match=r"HF weight hf\.q\.weight has shape \(3, 2\), expected \(4, 2\)"):
+        hf_names.from_hf(table, {**hf, "hf.q.weight": torch.zeros(3, 2)}, own, sizes)
+
+
+def test_an_old_checkpoint_with_separate_projections_loads_and_exports_the_same_tensors():
+    """A state dict from before the fused projections (q_proj/k_proj/v_proj, gate_proj/up_proj) loads
+    into the fused model, whose export holds exactly those tensors under HF's names."""
+    fused = llama(tie_embeddings=False, bias=True).state_dict()
+    old = {}
+    for k, t in fused.items():
+        if ".qkv_proj." in k:
+            parts = zip(("q_proj", "k_proj", "v_proj"), t.split([32, 16, 16]), strict=True)
+        elif ".gate_up_proj." in k:
+            parts = zip(("gate_proj", "up_proj"), t.chunk(2), strict=True)
+        else:
+            old[k] = t
+            continue
+        old.update({k.replace(k.split(".")[-2], name): p.clone() for name, p in parts})
+    model = Llama(LlamaConfig(**LLAMA, tie_embeddings=False, bias=True))  # other weights
+    model.load_state_dict(old)
+    hf = hf_convert.to_hf_state_dict(model)
+    for k, t in old.items():
+        if "_proj" in k and ".o_proj" not in k and ".down_proj" not in k:
+            attn = "self_attn" if k.split(".")[-2] in ("q_proj", "k_proj", "v_proj") else "mlp"
+            assert torch.equal(hf[f"model.layers.0.{attn}.{k.split('.')[-2]}.{k.split('.')[-1]}"], t), k
