@@ -48,6 +48,7 @@ def test_the_shipped_yamls_name_the_presets():
         "llama-tiny",
         "llama-moe-tiny",
         "llama-125m",
+        "modern-tiny",
         "siglip-tiny",
         "siglip-small",
         "paligemma-tiny",

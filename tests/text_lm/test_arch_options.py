@@ -185,3 +185,34 @@ def test_initialisation_and_an_untied_head_are_exportable():
     from text_lm.hf_convert import hf_config
 
     assert hf_config(c)["tie_word_embeddings"] is False
+
+
+@pytest.mark.slow
+def test_a_tiny_fit_with_every_option_on_trains_and_its_checkpoint_generates(shakespeare_bpe, tmp_path):
+    """configs/text/modern-tiny.yaml (every option on) through the real CLI, shrunk by tests/tiny.py."""
+    from pathlib import Path
+
+    from tiny import TINY_TEXT
+
+    from text_lm.cli import main as text_lm
+
+    config = Path(__file__).resolve().parents[2] / "configs/text/modern-tiny.yaml"
+    text_lm(["fit", "-c", str(config), *TINY_TEXT, "--model.config.n_heads", "4", "--model.config.n_kv_heads",
+             "2", "--model.sample_tokens", "0", "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
+             "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+             "--trainer.enable_model_summary", "false", "--data.data_dir", str(shakespeare_bpe),
+             "--trainer.default_root_dir", str(tmp_path)])  # fmt: skip
+    ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    c = LlamaConfig.from_dict(ckpt["model_config"])
+    assert (c.qk_norm, c.zero_init_out, c.logit_softcap, c.mlp, c.tie_embeddings) == (
+        True,
+        True,
+        15.0,
+        "relu2",
+        False,
+    )
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    assert state["stack.layers.0.attn.o_proj.weight"].any()  # the zero-initialised outputs trained
+    m = Llama(c)
+    m.load_state_dict(state)
+    assert m(torch.tensor([[1, 2, 3]])).logits.abs().max() <= 15.0
