@@ -7,11 +7,13 @@ from pathlib import Path
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
 from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
+from shared.train.finetune import load_adapters
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[Llama, Tokenizer | None]:
+    """The model (LoRA adapters unmerged: `shared.nn.lora.merge_lora` folds them) and its tokenizer."""
     ckpt = read_checkpoint(path)
     kind = ckpt.get("model_type", "llama")  # text checkpoints written before the type was stored: none
     if kind != "llama":
@@ -24,7 +26,10 @@ def model_from_checkpoint(path: str | Path) -> tuple[Llama, Tokenizer | None]:
     except (TypeError, UserError) as e:
         raise UserError(f"{path}: not a text-lm checkpoint ({e})") from None
     model = Llama(config)
-    load_state_strict(model, submodule_state(ckpt), str(path))
+    if "finetune" in ckpt:  # LoRA: base weights from the base it names (by hash), then the adapters
+        load_adapters(model, ckpt, load_model_weights, str(path))
+    else:
+        load_state_strict(model, submodule_state(ckpt), str(path))
     tok = Tokenizer.from_dict(ckpt["tokenizer"], source=str(path)) if "tokenizer" in ckpt else None
     return model.eval(), tok
 

@@ -22,11 +22,13 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--out {args.out} is a file, not a folder")
 
     from shared.io import write_json_atomic
+    from shared.nn.lora import merge_lora
     from shared.tokenizer.hf_format import write_hf_tokenizer
     from text_lm.checkpoint import model_from_checkpoint
     from text_lm.hf_convert import save_hf
 
     model, tok = model_from_checkpoint(args.checkpoint)
+    merge_lora(model)  # a LoRA checkpoint exports merged: W + (alpha / r) B A, the base's shapes
     out = save_hf(model, args.out)
     if tok is not None:
         tok.save(out / "bpe_tokenizer.json")  # our format; tiktoken-compatible ranks

@@ -29,10 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as {out / 'model.gguf'}")
 
+    from shared.nn.lora import merge_lora
     from text_lm.checkpoint import model_from_checkpoint
     from text_lm.gguf_export import write_gguf
 
     model, tok = model_from_checkpoint(args.checkpoint)
+    merge_lora(model)  # a LoRA checkpoint exports merged: W + (alpha / r) B A, the base's shapes
     write_gguf(model, tok, out, args.dtype)
     size = out.stat().st_size / 2**20
     print(

@@ -20,6 +20,7 @@ from torch import nn
 
 from shared.errors import UserError
 from shared.nn.kv_cache import KVCache
+from shared.nn.masks import document_causal_mask, segment_positions
 from shared.nn.transformer import Transformer
 from text_lm.config import LlamaConfig
 
@@ -61,9 +62,17 @@ class Llama(nn.Module):
         targets: torch.Tensor | None = None,
         kv_caches: list[KVCache] | None = None,
         start_pos: int = 0,
+        segments: torch.Tensor | None = None,
     ) -> LMOutput:
-        """idx (B, T) token ids at positions start_pos.. -> logits (B, T, V) and, with targets (B, T), the loss."""
+        """idx (B, T) token ids at positions start_pos.. -> logits (B, T, V) and, with targets (B, T), the loss.
+
+        segments: (B, T) document ids of packed examples (`text_lm/instruct.py`): attention stays
+        inside each document and positions restart at 0 in each (`shared/nn/masks.py`).
+        """
         T = idx.shape[1]
+        mask = positions = None
+        if segments is not None:
+            mask, positions = document_causal_mask(segments), segment_positions(segments)  # (B,1,T,T), (B,T)
         x = self.embed(idx)  # (B, T, D)
         if self.pos_embed is not None:
             if start_pos + T > self.config.max_seq_len:
@@ -71,8 +80,13 @@ class Llama(nn.Module):
                     f"position {start_pos + T - 1} is past the learned position table "
                     f"(max_seq_len={self.config.max_seq_len}); use position: rope to go longer"
                 )
-            x = x + self.pos_embed(torch.arange(start_pos, start_pos + T, device=idx.device))
-        out = self.stack(self.drop(x), kv_caches=kv_caches, start_pos=start_pos)
+            pos = (
+                positions
+                if positions is not None
+                else torch.arange(start_pos, start_pos + T, device=idx.device)
+            )
+            x = x + self.pos_embed(pos)
+        out = self.stack(self.drop(x), mask, kv_caches=kv_caches, start_pos=start_pos, positions=positions)
         logits = self.lm_head(out.hidden)  # (B, T, V)
         cap = self.config.logit_softcap
         if cap is not None:

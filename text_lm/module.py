@@ -15,6 +15,8 @@ is read as `shared.train.data_contract.TextData`.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
+from typing import Literal
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -22,6 +24,7 @@ from torchmetrics.text import Perplexity
 
 from shared.errors import UserError
 from shared.train.data_contract import TextData
+from shared.train.finetune import LoRA, LoRAConfig
 from shared.train.system import System
 from text_lm.checkpoint import load_model_weights
 from text_lm.config import LlamaConfig
@@ -43,8 +46,11 @@ class LanguageModelModule(System):
         aux_loss_coef: float = 0.01,
         z_loss_coef: float = 0.0,
         init_from: str | None = None,
+        lora: LoRAConfig | None = None,
         compile: bool = False,
         gradient_checkpointing: bool = False,
+        schedule: Literal["cosine", "wsd"] = "cosine",
+        decay_fraction: float = 0.2,
         sample_prompt: str = "ROMEO:",
         sample_tokens: int = 64,
     ):
@@ -60,9 +66,16 @@ class LanguageModelModule(System):
             z_loss_coef: weight of the MoE router z-loss (ST-MoE uses 0.001; 0 = off).
             init_from: fine-tune: a checkpoint (.ckpt) or export folder whose weights initialise
                 the model (weights only; a fresh optimizer and schedule).
+            lora: train low-rank adapters on the `init_from` base instead of every weight
+                (shared/train/finetune.py): only the adapters train and are saved.
             compile: torch.compile the model (not the LightningModule).
             gradient_checkpointing: recompute each block's activations in the backward pass instead
                 of keeping them: less memory, about one more forward pass, the same gradients.
+            schedule: after the warmup, "cosine" down to min_lr_ratio, or "wsd" (warmup-stable-decay:
+                the peak, then linear to min_lr_ratio over the last decay_fraction), as a function of
+                the fraction of the budget done: trainer.max_steps if set, else trainer.max_time
+                (training time, validation excluded) or budget.max_tokens (shared/train/schedule.py).
+            decay_fraction: wsd: the last fraction of the budget over which the rate decays.
             sample_prompt: prompt of the sample generated and logged at each validation.
             sample_tokens: length of that sample (0 = no sample).
         """
@@ -73,8 +86,14 @@ class LanguageModelModule(System):
             min_lr_ratio,
             compile,
             gradient_checkpointing,
+            schedule=schedule,
+            decay_fraction=decay_fraction,
         )
-        self.val_ppl = Perplexity()
+        if lora is not None:  # hparams stay plain data (weights_only checkpoint loading)
+            lora = LoRAConfig(**lora) if isinstance(lora, dict) else lora
+            self.hparams["lora"] = asdict(lora)
+            self.finetuning = LoRA(lora, base=init_from)
+        self.val_ppl = Perplexity(ignore_index=-100)  # -100: prompt and padding targets (no loss)
         self._expert_load: list[torch.Tensor] = []
 
     def build_model(self) -> Llama:
@@ -108,8 +127,8 @@ class LanguageModelModule(System):
         return self.model(idx, targets)
 
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        out = self.model(x, y)
+        x, y, *seg = batch  # (B, T) each; packed instruction data adds segments (text_lm/instruct.py)
+        out = self.model(x, y, segments=seg[0] if seg else None)
         loss = out.loss
         self.log("train/loss", out.loss, prog_bar=True)
         if out.aux_loss is not None:
@@ -135,8 +154,8 @@ class LanguageModelModule(System):
         return self._eval_step(batch, "test")
 
     def _eval_step(self, batch, split: str):
-        x, y = batch
-        out = self.model(x, y)
+        x, y, *seg = batch
+        out = self.model(x, y, segments=seg[0] if seg else None)
         self.val_ppl.update(out.logits.float(), y)
         self.log(f"{split}/loss", out.loss, prog_bar=True, sync_dist=True)
         self.log(f"{split}/ppl", self.val_ppl)

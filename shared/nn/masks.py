@@ -48,3 +48,36 @@ def prefix_lm_mask(prefix_len: torch.Tensor, total_len: int) -> torch.Tensor:
 def with_key_padding(mask: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
     """AND a mask with a (B, S) keep-mask over keys."""
     return mask & key_padding[:, None, None, :]
+
+
+def document_causal_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Per-token document ids (B, T) -> (B, 1, T, T) block-diagonal causal mask for packed windows.
+
+    Several examples packed into one window (`text_lm/instruct.py`) must never attend across
+    their boundary: query i sees key j when j <= i and both belong to the same document.
+    Worked example, segments = 0 0 1 1 1 (two packed examples):
+
+          keys:  a0 a1 b0 b1 b2
+    a0           1  0  0  0  0
+    a1           1  1  0  0  0
+    b0           0  0  1  0  0
+    b1           0  0  1  1  0
+    b2           0  0  1  1  1
+
+    Every row keeps its diagonal, so no row is empty (padding gets a segment id of its own).
+    """
+    T = segments.shape[1]
+    causal = causal_mask(T, device=segments.device)  # (T, T)
+    same = segments[:, :, None] == segments[:, None, :]  # (B, T, T)
+    return (same & causal).unsqueeze(1)  # (B, 1, T, T)
+
+
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """(B, T) document ids of contiguous segments -> (B, T) position of each token in its document
+    (0 at each document's first token), so packed examples get the positions they have alone."""
+    T = segments.shape[1]
+    idx = torch.arange(T, device=segments.device).expand_as(segments)  # (B, T)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values  # (B, T)
+    return idx - first

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from shared.errors import UserError
 from shared.io import write_json_atomic
+from shared.tokenizer.chat import CHAT_TEMPLATE, END, START
 from shared.tokenizer.file_format import FILE_TYPE, FILE_VERSION
 
 
@@ -96,9 +97,11 @@ def to_hf_tokenizer(tok) -> dict:
 
 
 def hf_tokenizer_config(tok, model_max_length: int) -> dict:
-    """`tokenizer_config.json`: the fast tokenizer class and which specials are bos / eos / pad."""
+    """`tokenizer_config.json`: the fast tokenizer class, which specials are bos / eos / pad, the chat template."""
     names = {i: name for name, i in tok.special_tokens.items()}
+    chat = {"chat_template": CHAT_TEMPLATE} if {START, END} <= set(tok.special_tokens) else {}
     return {
+        **chat,  # shared/tokenizer/chat.py: apply_chat_template gives our ids
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": names[tok.bos_id],
         "eos_token": names[tok.eos_id],

@@ -38,6 +38,7 @@ from shared.errors import UserError
 from shared.nn.transformer import Transformer
 from shared.tokenizer import Tokenizer
 from shared.train.data_contract import TokenizedData, TrainableTokenizerData, check_contract
+from shared.train.finetune import LoRA
 from shared.train.optim import configure_adamw, log_grad_norm, schedule_length
 
 
@@ -75,6 +76,8 @@ class System(L.LightningModule):
         self.optimizer_factory = optimizer
         self.model: nn.Module | None = None
         self._checked_data: int | None = None  # id() of the DataModule whose contract has been checked
+        self.finetuning: LoRA | None = None
+        """Set by a subclass: LoRA (shared/train/finetune.py) trains and saves adapters only; None: all."""
 
     @property
     def run_name(self) -> str:
@@ -108,6 +111,8 @@ class System(L.LightningModule):
             return
         self.model = self.build_model()
         self.load_initial_weights()
+        if self.finetuning is not None:  # after the base weights, before checkpointing and compile
+            self.finetuning.prepare(self.model)
         if self.hparams.gradient_checkpointing:
             for stack in self.model.modules():
                 if isinstance(stack, Transformer):
@@ -168,9 +173,13 @@ class System(L.LightningModule):
         dm = self.data
         if dm is not None and dm.tokenizer is not None:
             checkpoint["tokenizer"] = dm.tokenizer.to_dict()
+        if self.finetuning is not None:
+            self.finetuning.on_save_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming or evaluating a checkpoint uses its tokenizer where the DataModule trained its own."""
+        if self.finetuning is not None:
+            self.finetuning.on_load_checkpoint(checkpoint, self)
         dm, saved = self.data, checkpoint.get("tokenizer")
         if dm is None or saved is None or not self._trains_tokenizer():
             return
