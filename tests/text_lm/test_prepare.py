@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
-from text_lm import corpus, prepare
+from text_lm import corpus, prepare_stream
 from text_lm.prepare import pieces_of
 from text_lm.prepare import prepare as run_prepare
 
@@ -102,7 +102,7 @@ def test_interrupted_run_leaves_no_meta(texts, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare, "_encode_split", boom)
+    monkeypatch.setattr(prepare_stream, "write_shard", boom)
     with pytest.raises(KeyboardInterrupt):
         run_prepare(out, [str(texts)], vocab_size=VOCAB, progress=False)
     assert not (out / "meta.json").exists()  # the DataModule refuses the folder
