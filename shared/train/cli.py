@@ -3,8 +3,10 @@
 It fixes the known pitfalls once:
 - TensorBoard under `trainer.default_root_dir` (no `hp_metric`), so `--trainer.default_root_dir`
   moves logs and checkpoints together and configs never hard-code a `save_dir`;
-- ModelCheckpoint (last + best by `val/loss`), LearningRateMonitor, Throughput and
-  NonFiniteGuard always present and configurable (`--checkpoint.*`, `--nonfinite.*`);
+- ModelCheckpoint (last + best by `val/loss`), LearningRateMonitor, Throughput, NonFiniteGuard
+  and Budget always present and configurable (`--checkpoint.*`, `--nonfinite.*`, `--budget.*`);
+- `trainer.max_time` handed to Budget (`shared/train/budget.py`) instead of Lightning's Timer: it
+  stops the run on training time (validation excluded), the clock time-budgeted schedules read;
 - checkpoints written atomically (`shared/train/checkpoint_io.py`), so a kill never leaves a
   `last.ckpt` that cannot be loaded, and read with `weights_only=True`;
 - `--ckpt_path last` resumes the newest run folder `<root>/<name>/version_N` and keeps logging
@@ -121,6 +123,7 @@ def _cli_class(prog: str, new_run_dirs: list[Path]):
     from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from shared.train.budget import Budget
     from shared.train.callbacks import NonFiniteGuard, Throughput
     from shared.train.checkpoint import check_checkpoint_file, load_error
     from shared.train.checkpoint_io import AtomicCheckpointIO, newest_run
@@ -142,6 +145,7 @@ def _cli_class(prog: str, new_run_dirs: list[Path]):
             parser.set_defaults({"lr_monitor.logging_interval": "step"})
             parser.add_lightning_class_args(Throughput, "throughput")
             parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
+            parser.add_lightning_class_args(Budget, "budget")
 
         def _parse_ckpt_path(self) -> None:
             """Lightning reads the hyper-parameters of `--ckpt_path` right after parsing: check the file
@@ -160,6 +164,11 @@ def _cli_class(prog: str, new_run_dirs: list[Path]):
                     raise UserError(f"{path}: {load_error(e)}") from None
 
         def instantiate_trainer(self, **kwargs):
+            init = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            budget = init.get("budget")
+            if isinstance(budget, Budget):  # our Budget stops at max_time on the clock the schedule reads
+                budget.set_duration(init["trainer"].get("max_time"))
+                kwargs["max_time"] = None
             trainer = super().instantiate_trainer(**kwargs)
             if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
                 trainer.strategy.checkpoint_io = AtomicCheckpointIO()

@@ -10,8 +10,10 @@ says what differs through a few hooks (`build_model`, `load_initial_weights`, `p
 - `configure_model` builds the model (here, not in `__init__`, so FSDP can shard it as it is
   created), loads starting weights where the system has them (`init_from`), turns on gradient
   checkpointing and compiles it.
-- `configure_optimizers`: AdamW over our parameter groups with the warmup-cosine schedule
-  (`shared/train/optim.py`), stepped per optimizer step; `train/grad_norm` before each step.
+- `configure_optimizers`: the injected optimizer (AdamW, or Muon + AdamW) over our parameter groups
+  (`shared/train/optim.py`, each group with its role) and the schedule (`shared/train/schedule.py`:
+  warmup, then cosine or WSD over the budget, `shared/train/budget.py`), stepped per optimizer step;
+  `train/grad_norm` before each step.
 - Checkpoints are self-contained (ARCHITECTURE.md section 3): `model_type` ("llama", "siglip",
   "paligemma"), `model_config` and the DataModule's `tokenizer`, all plain data.
 - The DataModule is read through `self.data`, typed by the system's `data_contract` Protocol
@@ -27,19 +29,22 @@ subclass's signature and docstring for the YAML keys and `--help`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from shared.errors import UserError
 from shared.nn.transformer import Transformer
 from shared.tokenizer import Tokenizer
+from shared.train.budget import find_budget, schedule_length
 from shared.train.data_contract import TokenizedData, TrainableTokenizerData, check_contract
 from shared.train.finetune import LoRA
-from shared.train.optim import configure_adamw, log_grad_norm, schedule_length
+from shared.train.optim import configure_optimizer, log_grad_norm
+from shared.train.schedule import multiplier_fn
 
 
 class System(L.LightningModule):
@@ -56,18 +61,29 @@ class System(L.LightningModule):
         min_lr_ratio: float = 0.1,
         compile: bool = False,
         gradient_checkpointing: bool = False,
+        schedule: Literal["cosine", "wsd"] = "cosine",
+        decay_fraction: float = 0.2,
     ):
         """
         Args:
             config: the model's config dataclass (with `to_dict()` and `name`).
-            optimizer: optimizer class and arguments; it receives our parameter groups.
-            warmup_steps: linear warmup steps before the cosine decay.
+            optimizer: optimizer class and arguments; it receives our parameter groups, each with
+                its role (matrix, embedding, head, vector): torch.optim.AdamW,
+                shared.train.optim.AdamW (per-role settings) or shared.train.muon.MuonAdamW.
+            warmup_steps: linear warmup steps (optimizer steps, under any budget).
             min_lr_ratio: final learning rate as a fraction of the peak.
             compile: torch.compile the model (not the LightningModule).
             gradient_checkpointing: recompute each block's activations in the backward pass instead
                 of keeping them (every `Transformer` stack in the model): activation memory of one
                 block instead of all, for about one more forward pass; the same gradients.
+            schedule: after the warmup, "cosine" down to min_lr_ratio, or "wsd" (the peak, then a
+                linear decay to min_lr_ratio over the last decay_fraction of the budget), both as a
+                function of the fraction of the budget done: trainer.max_steps, else
+                trainer.max_time (training time) or budget.max_tokens.
+            decay_fraction: wsd: the last fraction of the budget over which the rate decays.
         """
+        if not 0 <= decay_fraction <= 1:
+            raise UserError(f"decay_fraction must be in [0, 1], got {decay_fraction}")
         super().__init__()
         self.config = config
         # Lightning collects the arguments of every __init__ up the class chain: the subclass's too.
@@ -93,7 +109,7 @@ class System(L.LightningModule):
         """Copy starting weights into the new `self.model` (fine-tuning); by default none."""
 
     def param_group_options(self) -> dict:
-        """Extra keyword arguments of `configure_adamw`: `no_decay_embeddings`, `lr_multipliers`."""
+        """Extra keyword arguments of `configure_optimizer`: `no_decay_embeddings`, `lr_multipliers`."""
         return {}
 
     def frozen_modules(self) -> list[nn.Module]:
@@ -123,14 +139,19 @@ class System(L.LightningModule):
     def configure_optimizers(self):
         for part in self.frozen_modules():
             part.requires_grad_(False)
-        return configure_adamw(
-            self.model,
-            self.optimizer_factory,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=schedule_length(self.trainer),
-            min_lr_ratio=self.hparams.min_lr_ratio,
-            **self.param_group_options(),
-        )
+        h = self.hparams
+        shape, budget = h.get("schedule", "cosine"), find_budget(self.trainer)
+        args = (shape, h.warmup_steps, h.min_lr_ratio, h.get("decay_fraction", 0.2))
+        if budget is not None and budget.drives_schedule(self.trainer):
+            at, length = multiplier_fn(*args, progress=budget.progress), budget.describe()
+        else:
+            total = schedule_length(self.trainer)
+            at, length = multiplier_fn(*args, total_steps=total), f"{total} optimizer steps"
+        if getattr(self.trainer, "is_global_zero", False):
+            rank_zero_info(
+                f"learning-rate schedule: {h.warmup_steps} warmup steps, then {shape} over {length}"
+            )
+        return configure_optimizer(self.model, self.optimizer_factory, at, **self.param_group_options())
 
     def on_before_optimizer_step(self, optimizer):
         log_grad_norm(self)
