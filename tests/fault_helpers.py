@@ -1,6 +1,7 @@
 """Fault injection for the kill-and-resume tests and `benchmarks/fault_injection.py`.
 
-- `LossRecorder`: a callback appending `{"step", "loss"}` per training step to a JSONL file
+- `LossRecorder`: a callback appending `{"step", "loss", "lr"}` (+ `progress`, the budget fraction
+  done, under a time or token budget) per training step to a JSONL file
   (flushed at once, so the lines survive a kill -9). `pause_at_step` makes the run stop
   there (sleeping) so a test can kill it at exactly that moment.
 - `SlowCheckpointIO`: our atomic checkpoint writer whose `slow_save`-th save writes half of
@@ -24,6 +25,7 @@ import lightning as L
 import torch
 from tiny import TINY_TEXT
 
+from shared.train.budget import find_budget
 from shared.train.checkpoint_io import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +43,13 @@ class LossRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step - 1  # the optimizer step this batch made
+        row = {"step": step, "loss": float(outputs["loss"])}
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]  # the next step's, set by the scheduler
+        budget = find_budget(trainer)
+        if budget is not None and budget.drives_schedule(trainer):
+            row["progress"] = budget.progress()
         with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, "loss": float(outputs["loss"])}) + "\n")
+            f.write(json.dumps(row) + "\n")
         if step == self.pause_at_step:
             time.sleep(600)  # the test kills us here
 
@@ -106,7 +113,8 @@ def kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def read_losses(path: Path) -> list[tuple[int, float]]:
+def read_rows(path: Path) -> list[dict]:
+    """The recorder's rows; a line cut by a kill is left out."""
     if not path.exists():
         return []
     rows = []
@@ -115,7 +123,11 @@ def read_losses(path: Path) -> list[tuple[int, float]]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:  # only a line cut by the kill can be partial
             continue
-    return [(r["step"], r["loss"]) for r in rows]
+    return rows
+
+
+def read_losses(path: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in read_rows(path)]
 
 
 def steps_seen(path: Path) -> set[int]:
