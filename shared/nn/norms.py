@@ -4,6 +4,11 @@ RMSNorm (Zhang & Sennrich 2019): y = x / sqrt(mean(x^2) + eps) * w. Compared wit
 GPT-2's LayerNorm it drops the mean subtraction and the bias: cheaper, and as good.
 Gemma scales by (1 + w) with w initialised to zero (`unit_offset=True`).
 The statistics are computed in fp32 even under bf16 autocast, as in Llama and Gemma.
+
+The same RMSNorm, over each head's Dh, is QK-norm (`TransformerConfig.qk_norm`; Dehghani et al.
+2023, OLMo 2, Qwen3): attention normalises q and k before RoPE, so a logit q.k / sqrt(Dh) is
+at most max|w_q| max|w_k| sqrt(Dh) whatever the projections' scale, which stops the attention-logit
+growth that destabilises training at high learning rates (`shared/nn/attention.py`).
 """
 
 from __future__ import annotations
