@@ -88,24 +88,27 @@ def same_tokenizer(path: Path, tok: Tokenizer) -> bool:
         return False
 
 
+def _owner(name: str) -> str:
+    """The file a leftover belongs to: `.X.abc123.tmp` -> X, `.X.done.json` -> X (both: X)."""
+    m = re.fullmatch(r"\.(.+)\.\w+\.tmp", name)
+    name = m.group(1) if m else name
+    m = re.fullmatch(r"\.(.+)\.done\.json", name)
+    return m.group(1) if m else name
+
+
 def clean(out: Path, meta: dict, part: tuple[int, int] | None) -> None:
     """Remove what a finished run leaves behind: done records, the progress file, temporary files
-    and (one machine only) shard files the new meta.json does not list."""
+    and (one machine only) shard files the new meta.json does not list. A part removes only its
+    own leftovers: other machines may be writing into the same folder."""
     listed = {e["file"] for s in SPLITS for e in meta.get("shards", {}).get(s, [])}
     listed |= set() if "shards" in meta else {f"{s}.bin" for s in SPLITS}
-    tag = part_tag(part)
+    progress = PROGRESS_FILE.format(part_tag(part))
+    mine = {meta_name(part), progress} | ({META_FILE, TOKENIZER_FILE} if part is None else set())
     for p in out.iterdir():
-        name = p.name
-        stem = re.sub(r"^\.(.*?)(\.done\.json|\.[^.]*\.tmp)$", r"\1", name)
-        is_shard = bool(SHARD_NAME.match(stem)) or stem in ("train.bin", "val.bin")
-        own = part is None or stem in listed
-        if (name.endswith(".done.json") and is_shard and own) or name == PROGRESS_FILE.format(tag):
+        name, owner = p.name, _owner(p.name)
+        is_shard = bool(SHARD_NAME.match(owner)) or owner in ("train.bin", "val.bin")
+        leftover = name != owner or name == progress
+        if leftover and ((is_shard and (part is None or owner in listed)) or owner in mine):
             p.unlink(missing_ok=True)
-        elif (
-            name.endswith(".tmp")
-            and (part is None or own)
-            and (is_shard or stem in (META_FILE, TOKENIZER_FILE))
-        ):
-            p.unlink(missing_ok=True)
-        elif part is None and is_shard and name == stem and name not in listed:
-            p.unlink(missing_ok=True)
+        elif part is None and is_shard and name not in listed:
+            p.unlink(missing_ok=True)  # a shard of an older layout

@@ -189,3 +189,22 @@ def test_parquet_and_saved_datasets_read_like_jsonl(tmp_path):
         ).read_bytes()
     with pytest.raises(UserError, match="has no split 'test'"):
         prepare(tmp_path / "bad", [str(tmp_path / "saved")], split="test", progress=False)
+
+
+def test_hub_streaming_code_path_offline_on_a_local_dataset_folder(tmp_path, monkeypatch):
+    """--hf-dataset --hf-streaming through `datasets.load_dataset(NAME, streaming=True)`, where NAME is
+    a local folder of jsonl files: the hub code path, offline; the ids are those of the file itself.
+    (Downloaded hub datasets are memory-mapped Datasets, read like the saved folders above.)"""
+    import datasets
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "hubby"
+    folder.mkdir()
+    rows = [{"text": f"Line {i}: " + "to be or not " * (i + 2)} for i in range(20)]
+    (folder / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    ref = prepare(tmp_path / "ref", [str(folder / "train.jsonl")], vocab_size=270, progress=False)
+    hub = prepare(tmp_path / "hub", hf_dataset=str(folder), hf_streaming=True, vocab_size=270, progress=False)
+    assert hub["sources"]["val"] == [f"hf:{folder}:train[{ref['n_documents']['train']}:20]"]
+    assert hub["n_tokens"] == ref["n_tokens"] and hub["tokenizer_sha256"] == ref["tokenizer_sha256"]
+    assert (tmp_path / "hub" / "train.bin").read_bytes() == (tmp_path / "ref" / "train.bin").read_bytes()
