@@ -1,0 +1,124 @@
+"""Fine-tuning side by side on the next-line task: the base, full fine-tuning and LoRA (BENCHMARKS.md).
+
+    python benchmarks/finetune_bench.py --base BASE.ckpt [--steps 60] [--seq-len 128] [--batch-size 8]
+
+Builds the task if its folder is missing (`text-lm make-task`: train on 34 plays, test on hamlet and
+tempest, held out of the base's pre-training too), then fine-tunes the base twice through the real
+command, `text-lm finetune fit`, with configs/text/llama-tiny-sft.yaml (every weight) and
+configs/text/llama-tiny-lora.yaml (rank-8 adapters on qkv_proj and o_proj), the same steps, batches,
+windows and seed. Each run is its own process, so its peak resident memory (`wait4`'s ru_maxrss,
+the process's whole footprint: Python, torch, Lightning, data, model, gradients, optimizer state)
+and wall time are its own. Then each model (the base, and both fine-tunes rebuilt from their
+checkpoints as `text-lm chat` and the exports would) is scored on the test split: the responses'
+bits per byte, sum of the cross-entropy over response tokens (their closing <|eos|> included)
+/ ln 2 / their UTF-8 bytes. Lower is better. Trainable parameters are counted from the checkpoint
+(LoRA: its adapters; full: every parameter), and the checkpoint's size is that of `last.ckpt` (the
+optimizer's state included, as Lightning writes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from text_lm.checkpoint import model_from_checkpoint  # noqa: E402
+from text_lm.instruct import IGNORE, encode_example, pack, read_conversations, response_bytes  # noqa: E402
+from text_lm.task_cli import build  # noqa: E402
+
+CONFIGS = {"full": "configs/text/llama-tiny-sft.yaml", "lora": "configs/text/llama-tiny-lora.yaml"}
+
+
+@torch.no_grad()
+def response_bpb(ckpt: Path, test: Path, seq_len: int) -> float:
+    """Bits per byte of the responses of `test` under the model of `ckpt` (module docstring)."""
+    model, tok = model_from_checkpoint(ckpt)
+    examples = [encode_example(tok, m) for m in read_conversations(test)]
+    X, Y, S = pack(examples, seq_len, tok.pad_id)
+    nll = 0.0
+    for i in range(0, len(X), 16):
+        logits = model(X[i : i + 16], segments=S[i : i + 16]).logits
+        nll += float(
+            F.cross_entropy(
+                logits.flatten(0, 1), Y[i : i + 16].flatten(), ignore_index=IGNORE, reduction="sum"
+            )
+        )
+    return nll / math.log(2) / response_bytes(tok, examples)[1]
+
+
+def finetune(method: str, args, out: Path) -> dict:
+    """One `text-lm finetune fit` in its own process: wall time, peak RSS, the checkpoint."""
+    cmd = [sys.executable, "-m", "text_lm.cli", "finetune", "fit", "-c", str(ROOT / CONFIGS[method]),
+           "--model.init_from", str(args.base), "--data.data_dir", str(args.task), "--data.tokenizer", str(args.base),
+           "--data.seq_len", str(args.seq_len), "--data.batch_size", str(args.batch_size),
+           "--trainer.max_steps", str(args.steps), "--trainer.val_check_interval", str(args.steps),
+           "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false",
+           "--trainer.default_root_dir", str(out / method), "--seed_everything", str(args.seed)]  # fmt: skip
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(out / f"{method}.log", "w"))
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"{method} fine-tuning failed (see {out / f'{method}.log'})")
+    last = max((out / method).rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    sd = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    adapters = sum(v.numel() for k, v in sd.items() if k.endswith(("lora_A", "lora_B")))
+    return {"ckpt": last, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024, "load": load,
+            "lora_params": adapters, "ckpt_mib": last.stat().st_size / 2**20}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--base", type=Path, required=True, help="the base checkpoint (e.g. `make demo`'s last.ckpt)"
+    )
+    p.add_argument("--task", type=Path, default=ROOT / "data" / "shakespeare_nextline")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "finetune_bench")
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=1337)
+    args = p.parse_args()
+    if not (args.task / "train.jsonl").is_file():
+        build(ROOT / "data" / "shakespeare", args.task, 8000, 256, 1024, seed=0)
+    args.out.mkdir(parents=True, exist_ok=True)
+    test = args.task / "test.jsonl"
+    base_model, _ = model_from_checkpoint(args.base)
+    total = base_model.num_params()
+    rows = [("base (no fine-tuning)", response_bpb(args.base, test, args.seq_len), None, None)]
+    runs = {m: finetune(m, args, args.out) for m in ("full", "lora")}
+    for m, r in runs.items():
+        rows.append((m, response_bpb(r["ckpt"], test, args.seq_len), r, r["lora_params"] or total))
+    full = runs["full"]
+    print(
+        "| model | test bpb (responses) | trainable params | checkpoint MiB | peak RSS MiB | wall s | load |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, bpb, r, trainable in rows:
+        if r is None:
+            print(f"| {name} | {bpb:.3f} | - | - | - | - | - |")
+            continue
+        print(
+            f"| {name} | {bpb:.3f} | {trainable:,} ({100 * trainable / total:.2f}%) | {r['ckpt_mib']:.2f} "
+            f"({100 * r['ckpt_mib'] / full['ckpt_mib']:.1f}% of full) | {r['peak_rss_mib']:.0f} | {r['wall_s']:.0f} "
+            f"| {r['load']:.1f} |"
+        )
+    lora_bpb, full_bpb = rows[2][1], rows[1][1]
+    print(
+        f"\nLoRA / full test bpb = {lora_bpb / full_bpb:.3f}; {args.steps} steps x {args.batch_size} x {args.seq_len} tokens, seed {args.seed}"
+    )
+
+
+if __name__ == "__main__":
+    main()
