@@ -81,9 +81,18 @@ class VisionConfig:
     """LayerNorm epsilon (1e-6 as in SigLIP)."""
     pooling: Literal["map", "none"] = "map"
     """`map`: one vector per image by multihead attention pooling (SigLIP); `none`: all patch tokens."""
+    shape_stem: bool = False
+    """Add a colour-invariant path to shape: the image's edge map (Sobel gradient magnitude over the
+    colour channels, scaled to max 1 per image) through a small convolutional stem, summed into each
+    patch embedding (`vision_lm/vit.py` EdgeStem). Hugging Face's SigLIP has no such part: a model
+    with it cannot be exported."""
 
     def __post_init__(self):
         check_positive("vision.", self, ("image_size", "patch_size"))
+        if self.shape_stem and self.patch_size & (self.patch_size - 1):
+            raise UserError(
+                f"vision.shape_stem needs a power-of-two vision.patch_size, got {self.patch_size}"
+            )
         if self.image_size % self.patch_size:
             raise UserError(
                 f"vision.patch_size={self.patch_size} must divide vision.image_size={self.image_size}"
@@ -91,6 +100,10 @@ class VisionConfig:
         if self.pooling not in ("map", "none"):
             raise UserError(f"vision.pooling must be 'map' or 'none', got {self.pooling!r}")
         self.hidden_dim = self.transformer().hidden_dim  # validates the stack; stores 4 * dim for None
+
+    def hf_unsupported(self) -> list[str]:
+        """The options Hugging Face's SigLIP vision tower cannot represent, by field name (exports refuse them)."""
+        return ["vision.shape_stem"] if self.shape_stem else []
 
     @property
     def grid(self) -> int:

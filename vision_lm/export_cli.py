@@ -6,7 +6,7 @@ SigLIP checkpoints become `transformers.SiglipModel`, captioner checkpoints
 
 from __future__ import annotations
 
-from shared.errors import ArgumentParser, exit_on_user_error
+from shared.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 @exit_on_user_error
@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> None:
         from vision_lm.hf_siglip import save_hf
 
         loaded = siglip_from_checkpoint(args.checkpoint, ckpt)
+    unsupported = loaded.model.config.vision.hf_unsupported()
+    if unsupported:  # refused before anything is written
+        raise UserError(
+            f"{args.checkpoint}: {', '.join(unsupported)} has no Hugging Face equivalent, so this model "
+            "cannot be exported (train without it to export)"
+        )
     tok = loaded.tokenizer
     ids = None
     if tok is not None:

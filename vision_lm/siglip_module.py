@@ -25,7 +25,7 @@ from shared.train.data_contract import ImageTextData
 from shared.train.system import System
 from vision_lm.config import SigLIPConfig
 from vision_lm.evaluation import embed_classes, pair_matrix, recall_at_k, zero_shot_accuracy
-from vision_lm.losses import gather, world
+from vision_lm.losses import gather, siglip_loss, world
 from vision_lm.siglip import SigLIP, SigLIPOutput
 from vision_lm.text_batch import TextEncoder
 
@@ -42,6 +42,8 @@ class SigLIPModule(System):
         min_lr_ratio: float = 0.1,
         lr_multipliers: dict[str, float] | None = None,
         same_caption_positive: bool = True,
+        hard_negatives: bool = False,
+        hard_negative_groups: dict[str, list[str]] | None = None,
         compile: bool = False,
         gradient_checkpointing: bool = False,
         similarity_images: int = 16,
@@ -57,6 +59,12 @@ class SigLIPModule(System):
                 (logit_scale) and b (logit_bias) move faster than Adam's ~lr per step would in a short run.
             same_caption_positive: in the sigmoid loss, count two pairs with the same caption as
                 matches (the shapes set repeats captions; SigLIP proper: false).
+            hard_negatives: add, per training image, one swapped-attribute caption as an extra negative
+                text (`vision_lm/hard_negatives.py`: "a red circle left of a blue square" -> "a blue
+                circle left of a red square"); the held-out pairs of dataset_info.json are never drawn.
+            hard_negative_groups: attribute group -> interchangeable words, e.g. {"color": ["red",
+                "blue"], "shape": ["circle", "square"]} (None: the colors/shapes/sizes lists of the data
+                set's dataset_info.json).
             compile: torch.compile the model (not the LightningModule).
             gradient_checkpointing: recompute each block's activations (both towers) in the backward
                 pass instead of keeping them: less memory, about one more forward pass, same gradients.
@@ -66,6 +74,7 @@ class SigLIPModule(System):
             config or SigLIPConfig(), optimizer, warmup_steps, min_lr_ratio, compile, gradient_checkpointing
         )
         self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._swapper = None
 
     def build_model(self) -> SigLIP:
         return SigLIP(self.config)
@@ -75,6 +84,8 @@ class SigLIPModule(System):
 
     def setup(self, stage: str) -> None:
         """Give the data the model's image size and text length (it decodes splits lazily, after this)."""
+        if self.hparams.hard_negatives and self.config.loss != "sigmoid":
+            raise UserError("hard_negatives needs the sigmoid loss (model.config.loss: sigmoid)")
         dm: ImageTextData | None = self.data
         if dm is None:
             return
@@ -95,9 +106,47 @@ class SigLIPModule(System):
     def _loss(self, out: SigLIPOutput, ids: torch.Tensor, across_ranks: bool) -> torch.Tensor:
         return self.model.loss(out, ids if self.hparams.same_caption_positive else None, across_ranks)
 
+    def _hard_negative_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Caption ids (B, T) -> (M, T) ids of swapped-attribute negatives (M <= B: a caption with no
+        attribute to swap, or whose negative would not fit max_len, gives none)."""
+        import random
+
+        from vision_lm.hard_negatives import AttributeSwapper, groups_from_info
+
+        dm, tok = self.data, self.data.tokenizer
+        if self._swapper is None:
+            info = getattr(dm, "info", None) or {}
+            groups = self.hparams.hard_negative_groups or groups_from_info(info)
+            if not groups:
+                raise UserError(
+                    "hard_negatives needs attribute groups: set model.init_args.hard_negative_groups "
+                    "(e.g. {color: [red, blue], shape: [circle, square]}) or a dataset_info.json listing them"
+                )
+            forbidden = [p for k, v in info.items() if "held_out" in k and isinstance(v, list) for p in v]
+            self._swapper = AttributeSwapper(groups, forbidden)  # test and validation held-out pairs
+            self._neg_encoder = TextEncoder(tok, self.config.text.max_len)
+        rng = random.Random(f"{self.global_step}-{self.global_rank}")
+        rows = []
+        for row in ids.tolist():
+            text = tok.decode(row[: row.index(tok.eos_id)] if tok.eos_id in row else row)
+            neg = self._swapper.negative(text, rng)
+            if neg is not None and len(self._neg_encoder.ids(neg)) < self.config.text.max_len:
+                rows.append(self._neg_encoder.caption(neg))
+        return torch.tensor(rows, dtype=torch.long, device=ids.device).view(len(rows), ids.shape[1])
+
     def training_step(self, batch, batch_idx):
         out = self.model(batch["pixel_values"], batch["input_ids"])
         loss = self._loss(out, batch["input_ids"], across_ranks=True)
+        if self.hparams.hard_negatives:
+            ids = batch["input_ids"]
+            neg_ids = self._hard_negative_ids(ids)  # (M, T)
+            if len(neg_ids):
+                neg = self.model.encode_text(neg_ids)  # (M, E)
+                same = (ids[:, None, :] == neg_ids[None, :, :]).all(-1)  # (B, M): a negative that is
+                # another image's caption is that image's positive
+                loss = loss + siglip_loss(
+                    out.image_embeds, neg, self.model.logit_scale, self.model.logit_bias, positives=same
+                )
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/temperature", self.model.logit_scale.detach().exp().squeeze())
         self.log("train/bias", self.model.logit_bias.detach().squeeze())

@@ -56,11 +56,55 @@ class MAPHead(nn.Module):
         return h[:, 0]
 
 
+class EdgeStem(nn.Module):
+    """A colour-invariant path to shape: pixels (B, 3, H, W) -> (B, D, g, g), added to the patch embedding.
+
+        e = sqrt(sum_c (Sx * x_c)^2 + (Sy * x_c)^2)     Sobel gradient magnitude, (B, 1, H, W)
+        e = e / max_hw(e)                               the outline at unit contrast, whatever the colours
+        -> [Conv3x3 stride 2 -> GELU] x log2(P) -> Conv1x1 to D
+
+    A red square and a green square give (nearly) the same e, so whatever this path learns about
+    shape transfers to colours it never saw with that shape; the RGB patch embedding keeps the
+    colour. Early convolutions also help small ViTs (Xiao et al. 2021, "Early convolutions help
+    transformers see better"). The last conv starts at zero: at initialisation the tower is the plain ViT.
+    """
+
+    def __init__(self, patch_size: int, dim: int, channels: int = 32):
+        super().__init__()
+        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
+        self.register_buffer(
+            "sobel", torch.stack([sobel, sobel.T])[:, None], persistent=False
+        )  # (2, 1, 3, 3)
+        layers: list[nn.Module] = []
+        c_in = 1
+        for _ in range(patch_size.bit_length() - 1):  # log2(P) stride-2 convolutions
+            layers += [nn.Conv2d(c_in, channels, 3, stride=2, padding=1), nn.GELU()]
+            c_in = channels
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(c_in, dim, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def edges(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 1, H, W) gradient magnitude scaled to max 1 per image."""
+        B, C, H, W = pixels.shape
+        x = nn.functional.pad(
+            pixels.reshape(B * C, 1, H, W), (1, 1, 1, 1), mode="replicate"
+        )  # no border edge
+        g = nn.functional.conv2d(x, self.sobel.to(pixels.dtype))  # (B * C, 2, H, W)
+        g = g.reshape(B, C, 2, H, W).square().sum((1, 2)).add(1e-12).sqrt()[:, None]  # (B, 1, H, W)
+        return g / g.amax((2, 3), keepdim=True).clamp_min(1e-6)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.convs(self.edges(pixels)))  # (B, D, g, g)
+
+
 class VisionTower(nn.Module):
     def __init__(self, config: VisionConfig, init_std: float = 0.02):
         super().__init__()
         self.config = c = config
         self.patch_embed = nn.Conv2d(3, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
+        self.shape_stem = EdgeStem(c.patch_size, c.dim) if c.shape_stem else None
         self.pos_embed = nn.Parameter(torch.zeros(c.n_patches, c.dim))
         self.stack = Transformer(c.transformer())
         self.head = MAPHead(c.dim, c.n_heads, c.hidden_dim, c.norm_eps) if c.pooling == "map" else None
@@ -95,7 +139,10 @@ class VisionTower(nn.Module):
         size = self.config.image_size
         if pixels.shape[-2:] != (size, size):
             raise UserError(f"images must be {size}x{size} pixels, got {tuple(pixels.shape[-2:])}")
-        x = self.patch_embed(pixels.to(self.patch_embed.weight.dtype))  # (B, D, g, g)
+        pixels = pixels.to(self.patch_embed.weight.dtype)
+        x = self.patch_embed(pixels)  # (B, D, g, g)
+        if self.shape_stem is not None:
+            x = x + self.shape_stem(pixels)  # (B, D, g, g): the colour-invariant outline
         x = x.flatten(2).transpose(1, 2)  # (B, N, D), patches in row-major order
         h = self.stack(x + self.pos_embed).hidden  # (B, N, D), after the final LayerNorm
         return self.head(h) if self.head is not None else h

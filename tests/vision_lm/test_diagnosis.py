@@ -1,0 +1,67 @@
+"""The diagnosis of issue 13: colour/shape linear probes tell a tower that keeps the two apart from one that
+entangles them, and held-out pair recall counts whether a caption names the pair at all."""
+
+import math
+
+import torch
+
+from vision_lm.evaluation import attribute_probes, fit_linear_probe, held_out_pair_recall, split_label
+
+COLOURS, SHAPES = ["red", "green", "blue"], ["circle", "square", "triangle"]
+HELD_OUT = {"green triangle", "red square", "blue circle"}
+PAIRS = [f"{c} {s}" for c in COLOURS for s in SHAPES]
+
+
+def _features(labels: list[str], factorised: bool, seed: int) -> torch.Tensor:
+    """(N, 16): colour one-hot + shape one-hot (factorised), or one-hot of the pair alone (entangled), in a
+    random rotation, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    if factorised:
+        x = torch.zeros(len(labels), 6)
+        for i, label in enumerate(labels):
+            colour, shape = split_label(label)
+            x[i, COLOURS.index(colour)] = x[i, 3 + SHAPES.index(shape)] = 1.0
+    else:
+        x = torch.nn.functional.one_hot(torch.tensor([PAIRS.index(lb) for lb in labels]), 9).float()
+    x = torch.cat([x, torch.zeros(len(labels), 16 - x.shape[1])], 1)
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(0)))[0]
+    return x @ rotation + 0.05 * torch.randn(x.shape, generator=g)
+
+
+def test_split_label_takes_the_last_word_as_the_shape():
+    assert split_label("red circle") == ("red", "circle")
+    assert split_label("light green triangle") == ("light green", "triangle")
+
+
+def test_linear_probe_separates_separable_classes():
+    x = torch.randn(200, 8, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long() + 2 * (x[:, 3] > 0).long()  # 4 classes, linear boundaries
+    predict = fit_linear_probe(x[:150], y[:150], 4)
+    assert (predict(x[150:]) == y[150:]).float().mean() > 0.9
+
+
+def test_probes_tell_factorised_from_entangled_embeddings():
+    seen = [p for p in PAIRS if p not in HELD_OUT] * 8
+    held = sorted(HELD_OUT) * 8
+    for factorised, shape_on_held_out in ((True, 1.0), (False, None)):
+        fit = _features(seen, factorised, seed=1)
+        sets = {"val": (_features(seen, factorised, 2), seen), "test": (_features(held, factorised, 3), held)}
+        out = attribute_probes(fit, seen, sets)
+        assert out["colour"]["val"] == out["shape"]["val"] == 1.0
+        if factorised:  # shape read off its own directions: held-out pairs are named right
+            assert out["shape"]["test"] == shape_on_held_out and out["colour"]["test"] == 1.0
+        else:  # a pair code: an unseen pair's code is no seen shape's, the probe fails on it
+            assert out["shape"]["test"] < 0.5
+
+
+def test_held_out_pair_recall_counts_whole_words_of_true_pairs():
+    truths = [
+        "a small green triangle",
+        "a large red square left of a small blue square",
+        "a small red circle",
+    ]
+    generated = ["a small green triangle", "a large red circle left of a small blue square", "a red square"]
+    # pairs named by the truths: green triangle (hit), red square (miss); the third truth names none
+    assert held_out_pair_recall(generated, truths, sorted(HELD_OUT)) == 0.5
+    assert held_out_pair_recall(["a dark green triangles"], ["a green triangle"], ["green triangle"]) == 0.0
+    assert math.isnan(held_out_pair_recall(["x"], ["a red circle"], ["green triangle"]))
