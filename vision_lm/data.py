@@ -1,9 +1,15 @@
 """`ImageTextDataModule`: image-text pairs -> batches for SigLIP (pairs) and the captioner (prefix, suffix, loss mask).
 
-Pipeline: records (`vision_lm/records.py`: imagefolder, saved or hub `datasets`) ->
-decode every image once (RGB, bicubic resize to `image_size`; unreadable files skipped
-and counted) -> uint8 tensors kept in memory (`cache_images`) -> per batch: pixels
-normalised to [-1, 1] (mean = std = 0.5, as SigLIP), texts tokenised by `text_batch`.
+Pipeline: records (`vision_lm/records.py`: imagefolder, saved or hub `datasets`) -> images
+(RGB, EXIF-upright, bicubic resize to `image_size`) decoded once and kept as uint8 tensors for a
+small split, or read lazily per item for a large one (`cache_images`; `vision_lm/image_dataset.py`)
+-> per batch: pixels normalised to [-1, 1] (mean = std = 0.5, as SigLIP), texts tokenised by
+`text_batch`. Unreadable files are skipped and counted, reported once per split.
+
+The shapes set trains on an endless stream instead (`train_stream`, `vision_lm/shapes_stream.py`):
+a fresh scene per sample, deterministic from the folder's seed and the position, split over DDP
+ranks and DataLoader workers and resumed exactly (`shared/train/stream_sampler.py`). Its val and
+test splits are the folder's fixed images.
 
 Batches (dicts):
 - mode "contrastive": pixel_values (B, 3, S, S) float, input_ids (B, max_len), index (B,)
@@ -11,12 +17,16 @@ Batches (dicts):
   loss_mask (B, max_len), task (B,) (0 caption, 1 vqa: `text_batch.TASKS`), index (B,);
   prefixes "caption en" and "answer en {question}" (see `text_batch`). "multitask" shows each
   image twice per epoch, once per task (once if its record has no question and answer).
-`index` is the record's position in its split, so evaluation can look texts and labels up.
+`index` is the record's position in its split (the stream position when streaming), so
+evaluation can look texts and labels up.
 
 Tokenizer: `tokenizer` names a tokenizer.json; without one, a small byte-level BPE
 (`vocab_size`) is trained on the training texts at setup (deterministic, so every DDP rank
 trains the same). The training system stores it in each checkpoint and saves it as
 `tokenizer.json` in the run folder, so a checkpoint alone rebuilds the whole pipeline.
+
+Zero-shot prompts: `zero_shot_templates` if given; for the shapes set its lone-shape captions;
+for any other data the templates its own captions put labels into (`vision_lm/templates.py`).
 
 The systems read it as `shared.train.data_contract.ImageTextData`. Lightning calls `setup` (splits
 and tokenizer) before the system's own `setup`, which `bind`s the model's image size and text
@@ -25,94 +35,31 @@ length; splits are decoded only when a loader asks for them, so nothing here wai
 
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Literal
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
-from vision_lm.records import IMAGE_ERRORS, Record, Split, image_tensor, normalize, open_image, open_splits
+from shared.train.stream_sampler import ResumableLoader, StreamSampler, lightning_batches_done
+from vision_lm.image_dataset import Collate, ImageTextDataset
+from vision_lm.records import Record, Split, open_splits
 from vision_lm.shapes_scene import zero_shot_prompts
+from vision_lm.shapes_stream import ShapesStream, StreamRecords
+from vision_lm.shapes_style import Diversity
+from vision_lm.templates import derive_templates
 from vision_lm.text_batch import CAPTION_PREFIX, TASKS, VQA_PREFIX, TextEncoder
 
 Mode = Literal["contrastive", "captioning", "vqa", "multitask"]
 MODE_TASKS = {"contrastive": ("caption",), "captioning": ("caption",), "vqa": ("vqa",), "multitask": TASKS}
-
-
-class ImageTextDataset(Dataset):
-    """One split's decodable images, each once per task: item -> (uint8 (3, S, S) pixels, record index,
-    record, task)."""
-
-    def __init__(
-        self,
-        split: Split,
-        image_size: int,
-        cache: bool = True,
-        image_field: str = "image",
-        tasks: tuple[str, ...] = ("caption",),
-    ):
-        self.image_size, self.cache, self.image_field = image_size, cache, image_field
-        self.source = split.dataset
-        n = len(split.records)
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
-            decoded = list(
-                tqdm(pool.map(self._decode, split.records), total=n, desc="decoding images", disable=n < 2000)
-            )
-        keep = [i for i, x in enumerate(decoded) if x is not None]
-        self.unreadable = n - len(keep)
-        self.records: list[Record] = [split.records[i] for i in keep]
-        self.pixels = torch.stack([decoded[i] for i in keep]) if cache and keep else None  # (N, 3, S, S)
-        self.items = [  # (record index, task), tasks interleaved; VQA only where there is a question and answer
-            (k, task)
-            for k, rec in enumerate(self.records)
-            for task in tasks
-            if task != "vqa" or (rec.question and rec.answer)
-        ]
-
-    def _decode(self, rec: Record) -> torch.Tensor | None:
-        try:
-            return image_tensor(open_image(rec, self.source, self.image_field), self.image_size)
-        except IMAGE_ERRORS:
-            return None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, j: int):
-        i, task = self.items[j]
-        pixels = self.pixels[i] if self.pixels is not None else self._decode(self.records[i])
-        return pixels, i, self.records[i], task
-
-
-class Collate:
-    """Stacks images, normalises them and lays the texts out for the mode."""
-
-    def __init__(self, encoder: TextEncoder, mode: str):
-        self.encoder, self.mode = encoder, mode
-
-    def __call__(self, items) -> dict[str, torch.Tensor]:
-        pixels, index, recs, tasks = zip(*items)
-        batch = {"pixel_values": normalize(torch.stack(pixels)), "index": torch.tensor(index)}
-        return {**batch, **self.texts(recs, tasks)}
-
-    def texts(self, recs, tasks) -> dict[str, torch.Tensor]:
-        if self.mode == "contrastive":
-            return {"input_ids": self.encoder.captions([r.text for r in recs])}
-        vqa = [t == "vqa" for t in tasks]
-        prefixes = [
-            VQA_PREFIX.format(question=r.question) if q else CAPTION_PREFIX for r, q in zip(recs, vqa)
-        ]
-        suffixes = [r.answer if q else r.text for r, q in zip(recs, vqa)]
-        out = self.encoder.prefix_suffix_batch(prefixes, suffixes)
-        out["task"] = torch.tensor([TASKS.index(t) for t in tasks])
-        return out
+CACHE_LIMIT_BYTES = 1 << 30
+"""`cache_images: null` keeps a split's decoded images in memory up to this size (1 GiB), else reads lazily."""
+CHECK_TEXTS = 20_000
+"""Training texts whose token length is checked at setup (evaluation splits: all of them)."""
 
 
 class ImageTextDataModule(L.LightningDataModule):
@@ -126,10 +73,13 @@ class ImageTextDataModule(L.LightningDataModule):
         tokenizer: str | None = None,
         vocab_size: int = 512,
         mode: Mode = "contrastive",
-        cache_images: bool = True,
+        cache_images: bool | None = None,
         image_field: str = "image",
         text_field: str = "text",
         zero_shot_templates: list[str] | None = None,
+        train_stream: bool = False,
+        stream_diversity: dict[str, bool] | None = None,
+        samples_per_epoch: int | None = None,
     ):
         """
         Args:
@@ -144,37 +94,58 @@ class ImageTextDataModule(L.LightningDataModule):
                 texts run out of merges: the shapes captions use about 330).
             mode: "contrastive" (SigLIP); "captioning", "vqa" or "multitask" (both: each image once
                 per task) for the captioner.
-            cache_images: keep the decoded, resized images in memory (uint8, N * 3 * S * S bytes);
-                false decodes them again in each batch (every image is still checked once at setup).
+            cache_images: true keeps a split's decoded, resized images in memory (uint8, N * 3 * S * S
+                bytes; unreadable files found and skipped at setup); false reads each image when a batch
+                needs it (bounded memory for large data); null: cache splits up to 1 GiB decoded.
             image_field: image column of a `datasets` dataset.
             text_field: caption field (metadata.jsonl key or dataset column).
             zero_shot_templates: prompts a class name is put into for zero-shot classification,
-                e.g. ["a photo of a {}"], averaged over templates (None: the shapes captions of a lone
-                shape, "a small {}" and "a large {}", for the shapes set; else "{}").
+                e.g. ["a photo of a {}"] (a class scores its best template). None: the shapes captions
+                of a lone shape ("a small {}", "a large {}") for the shapes set; for other data the
+                templates its training captions put their labels into (vision_lm/templates.py).
+            train_stream: for a shapes folder, train on an endless stream of freshly drawn scenes
+                (never a repeat; vision_lm/shapes_stream.py) instead of its train images; other data
+                is read as it is.
+            stream_diversity: how streamed scenes vary, e.g. {extra_colors: true}: colour_jitter,
+                size_jitter, backgrounds (default true), extra_colors, extra_shapes (default false).
+            samples_per_epoch: streamed pairs per epoch over all devices (None: as many as the
+                folder's train split holds); only the validation schedule and the bar see epochs.
         """
         super().__init__()
         if batch_size <= 0:
             raise UserError(f"data.batch_size must be positive, got {batch_size}")
         if mode not in MODE_TASKS:
             raise UserError(f"data.mode must be one of {', '.join(MODE_TASKS)}, got {mode!r}")
+        if samples_per_epoch is not None and samples_per_epoch < 1:
+            raise UserError(f"data.samples_per_epoch must be at least 1 or null, got {samples_per_epoch}")
         self.data_dir, self.batch_size, self.num_workers = data_dir, batch_size, num_workers
         self.image_size, self.max_len, self.mode = image_size, max_len, mode
         self.tokenizer_path, self.vocab_size, self.cache_images = tokenizer, vocab_size, cache_images
         self.image_field, self.text_field = image_field, text_field
         self.templates = zero_shot_templates
+        self.train_stream, self.samples_per_epoch = train_stream, samples_per_epoch
+        self.diversity = Diversity.from_dict(stream_diversity, "data.stream_diversity")
         self.splits: dict[str, Split] | None = None
         self.info: dict = {}
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_trained = False
         """True when the tokenizer was trained here (and may be replaced by a checkpoint's)."""
-        self._datasets: dict[str, ImageTextDataset] = {}
+        self._datasets: dict[str, Dataset] = {}
+        self._templates: list[str] | None = None
 
     # ------------------------------------------------------------------ setup
+    @property
+    def streaming(self) -> bool:
+        """True when training reads the shapes stream (`train_stream` on a shapes folder)."""
+        return self.train_stream and self.info.get("name") == "shapes" and "seed" in self.info
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
         self.splits, self.info = open_splits(self.data_dir, self.mode, self.image_field, self.text_field)
-        if "train" not in self.splits or not self.splits["train"].records:
+        if self.train_stream and not self.streaming:
+            rank_zero_info(f"{self.data_dir} is not a shapes set: data.train_stream is ignored")
+        if not self.streaming and ("train" not in self.splits or not self.splits["train"].records):
             raise UserError(
                 f"{self.data_dir}: no usable training pairs (a train split with images and texts)"
             )
@@ -190,8 +161,10 @@ class ImageTextDataModule(L.LightningDataModule):
             self.set_tokenizer(self._train_tokenizer(), trained=True)
 
     def _train_tokenizer(self) -> Tokenizer:
-        recs = self.splits["train"].records
-        texts = [t for r in recs for t in (r.text, r.question, r.answer) if t]
+        if self.streaming:
+            texts = self._stream(self.info["image_size"]).texts()
+        else:
+            texts = [t for r in self.splits["train"].records for t in (r.text, r.question, r.answer) if t]
         with warnings.catch_warnings():  # a small caption language runs out of merges: expected
             warnings.filterwarnings("ignore", message=".*only supports.*merges.*")
             tok = Tokenizer.train([CAPTION_PREFIX, VQA_PREFIX, *texts], self.vocab_size, progress=False)
@@ -215,20 +188,29 @@ class ImageTextDataModule(L.LightningDataModule):
                 raise UserError(f"data.{name}={own} differs from the model's {model_value}; leave it unset")
 
     # ------------------------------------------------------------------ data
-    def dataset(self, split: str) -> ImageTextDataset:
-        """The decoded split, built on first use (after `bind`, so the image size is known)."""
+    def _stream(self, image_size: int) -> ShapesStream:
+        tasks = MODE_TASKS[self.mode]
+        n = self.samples_per_epoch or max(self.info.get("splits", {}).get("train", 0) * len(tasks), 1)
+        return ShapesStream(self.info["seed"], image_size, n, self.diversity, tasks)
+
+    def dataset(self, split: str) -> Dataset:
+        """The split's dataset, built on first use (after `bind`, so the image size is known)."""
         if split not in self._datasets:
             self.setup()
-            if split not in self.splits:
-                raise UserError(f"{self.data_dir}: no {split} split")
             if self.image_size is None or self.max_len is None:
                 raise UserError("data.image_size and data.max_len must be set (or bound to a model)")
+            if split == "train" and self.streaming:
+                self._datasets[split] = self._stream(self.image_size)
+                rank_zero_info(f"training on an endless stream of shapes scenes ({self.diversity.to_dict()})")
+                return self._datasets[split]
+            if split not in self.splits:
+                raise UserError(f"{self.data_dir}: no {split} split")
+            records = self.splits[split].records
+            cache = self.cache_images
+            if cache is None:
+                cache = len(records) * 3 * self.image_size**2 <= CACHE_LIMIT_BYTES
             ds = ImageTextDataset(
-                self.splits[split],
-                self.image_size,
-                self.cache_images,
-                self.image_field,
-                MODE_TASKS[self.mode],
+                self.splits[split], self.image_size, cache, self.image_field, MODE_TASKS[self.mode]
             )
             if ds.unreadable:
                 rank_zero_warn(
@@ -236,33 +218,68 @@ class ImageTextDataModule(L.LightningDataModule):
                 )
             if not len(ds):
                 raise UserError(f"{self.data_dir}: the {split} split has no readable images")
-            check = Collate(TextEncoder(self.tokenizer, self.max_len), self.mode)
-            check.texts(*zip(*[(ds.records[i], t) for i, t in ds.items]))  # warn about texts that are cut
-            if check.encoder.truncated:
-                n, m = check.encoder.truncated, self.max_len
-                rank_zero_warn(
-                    f"{self.data_dir} {split}: {n} texts are longer than max_len={m} tokens and are cut"
-                )
+            self._check_lengths(split, ds)
             self._datasets[split] = ds
         return self._datasets[split]
 
-    def records(self, split: str) -> list[Record]:
-        return self.dataset(split).records
+    def _check_lengths(self, split: str, ds: ImageTextDataset) -> None:
+        """Warn once, clearly, when texts do not fit max_len: they would be cut in training and scored
+        cut in evaluation. Evaluation splits are checked in full, training on its first CHECK_TEXTS."""
+        limit = CHECK_TEXTS if split == "train" else None
+        pairs = [p for n, p in zip(range(limit or len(ds)), ds.pairs())]
+        encoder = TextEncoder(self.tokenizer, self.max_len)
+        longest = 0
+        for rec, task in pairs:
+            if self.mode == "contrastive":
+                need = len(encoder.ids(rec.text)) + 1  # + <|eos|>
+            else:
+                prefix = VQA_PREFIX.format(question=rec.question) if task == "vqa" else CAPTION_PREFIX
+                suffix = rec.answer if task == "vqa" else rec.text
+                need = len(encoder.ids(prefix)) + len(encoder.ids(suffix)) + 3  # bos, sep, eos
+            longest = max(longest, need)
+            encoder.truncated += need > self.max_len
+        if encoder.truncated:
+            n, m = encoder.truncated, self.max_len
+            checked = f"{len(pairs)}" + (" (the first)" if limit and len(ds) > limit else "")
+            rank_zero_warn(
+                f"{self.data_dir} {split}: {n} of {checked} texts are longer than max_len={m} tokens "
+                f"(the longest needs {longest}) and are cut"
+                + ("; evaluation scores the cut texts" if split != "train" else "")
+                + f": raise the model's text max_len to {longest} to keep them whole"
+            )
+
+    def records(self, split: str) -> Sequence[Record]:
+        ds = self.dataset(split)
+        return StreamRecords(ds) if isinstance(ds, ShapesStream) else ds.records
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.dataset(split)
+        collate = Collate(TextEncoder(self.tokenizer, self.max_len), self.mode)
+        common = dict(
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+        )
+        if isinstance(ds, ShapesStream):
+            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+            done = lightning_batches_done(self.trainer) if self.trainer else None
+            if len(ds) // world < self.batch_size:
+                raise UserError(
+                    f"data.samples_per_epoch={len(ds)} gives no full batch of {self.batch_size} on each "
+                    f"of {world} devices: raise it or lower data.batch_size"
+                )
+            sampler = StreamSampler(ds, world, rank, self.batch_size, done)
+            return ResumableLoader(ds, sampler=sampler, drop_last=True, **common)
         if train and len(ds) < self.batch_size:
             raise UserError(
                 f"the train split has {len(ds)} pairs, fewer than data.batch_size={self.batch_size}"
             )
         return DataLoader(
             ds,
-            batch_size=self.batch_size,
             shuffle=train,
             drop_last=train,  # equal batches on every rank: the loss gathers them
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=Collate(TextEncoder(self.tokenizer, self.max_len), self.mode),
+            **common,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -289,4 +306,11 @@ class ImageTextDataModule(L.LightningDataModule):
         if self.templates:
             return list(self.templates)
         self.setup()
-        return zero_shot_prompts("{}") if self.info.get("name") == "shapes" else ["{}"]
+        if self.info.get("name") == "shapes":
+            return zero_shot_prompts("{}")
+        if self._templates is None:
+            train = self.splits.get("train")
+            pairs = ((r.text, r.label) for r in (train.records if train else []) if r.label)
+            self._templates = derive_templates(pairs) or ["{}"]
+            rank_zero_info(f"zero-shot prompts from the training captions: {self._templates}")
+        return self._templates

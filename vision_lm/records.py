@@ -3,9 +3,15 @@
 A data folder (`data.data_dir`) is one of:
 - an imagefolder (ARCHITECTURE.md section 3): `DIR/{train,val,test}/metadata.jsonl`, one JSON
   object per line with `file_name` and `text` (caption), optionally `question`, `answer`,
-  `label` and `scene` (the shapes set writes all of them), images beside it;
+  `label` (the class zero-shot accuracy scores), `held_out` and `scene` (the shapes set writes
+  all of them), images beside it. Without any `label` field, images kept in class folders
+  (`file_name` "cat/001.jpg") take the folder name as label, as `datasets`' imagefolder does,
+  when a split has at least two such folders;
 - a `datasets.DatasetDict` saved with `save_to_disk`, with an image column and a text column;
 - a dataset name on the Hugging Face hub (when online), e.g. `owner/name`.
+
+Images come as real folders hold them: any size, any Pillow mode (L, I;16 scans, P, RGBA, CMYK)
+to RGB, turned upright by their EXIF orientation, transparency onto white.
 
 Reading never crashes on bad data: a metadata line that is not JSON, names a missing file
 or has an empty caption is skipped and counted (`Split.skipped`); unreadable images are
@@ -20,11 +26,11 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from shared.errors import UserError
 
@@ -33,7 +39,7 @@ IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 """What Pillow raises for truncated, corrupt or non-image files (UnidentifiedImageError is an OSError)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One image-text pair; the same image may appear in several records (several captions)."""
 
@@ -46,6 +52,8 @@ class Record:
     """Class name for zero-shot classification, if the data has one."""
     single: bool = True
     """The label names the whole image (the shapes set: a one-shape scene), so zero-shot may use it."""
+    held_out: bool = False
+    """The image shows something training never shows (the shapes set's held-out colour-shape pairs)."""
 
 
 @dataclass
@@ -71,6 +79,7 @@ def _record(image, row: dict, text_field: str) -> Record:
         answer=str(row.get("answer") or "").strip(),
         label=str(label) if label is not None and str(label).strip() else None,
         single=not isinstance(scene, list) or len(scene) == 1,
+        held_out=row.get("held_out") is True,
     )
 
 
@@ -90,7 +99,7 @@ def read_imagefolder_split(split_dir: Path, mode: str, text_field: str = "text")
             f"{split_dir}: no metadata.jsonl (an imagefolder split needs one JSON line per image with "
             f"'file_name' and '{text_field}')"
         )
-    records, skipped = [], Counter()
+    records, skipped, folders = [], Counter(), []
     with open(meta, encoding="utf-8", errors="replace") as f:
         for line in f:
             if not line.strip():
@@ -110,6 +119,10 @@ def read_imagefolder_split(split_dir: Path, mode: str, text_field: str = "text")
             rec = _record(str(path), row, text_field)
             if _keep(rec, mode, skipped):
                 records.append(rec)
+                folders.append(PurePosixPath(row["file_name"]).parent.name if "label" not in row else None)
+    if folders and all(folders) and len(set(folders)) >= 2:  # class folders and no label field
+        for rec, name in zip(records, folders):
+            rec.label = name
     return Split(records, skipped)
 
 
@@ -147,11 +160,21 @@ def open_image(rec: Record, dataset=None, image_field: str = "image") -> Image.I
     else:
         img = Image.open(value)
     img.load()  # decode now: truncated files fail here, not later in a worker
+    ImageOps.exif_transpose(img, in_place=True)  # a phone photo stored sideways, tagged "rotate 90"
     return img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB; transparent pixels become white (the shapes background), grayscale is replicated."""
+    """RGB; transparent pixels become white (the shapes background), grayscale is replicated.
+
+    16-bit and float greyscale ("I;16", "I", "F": scans, medical images) is scaled from its own
+    min-max range to 0-255; a plain convert would clip nearly every pixel to white.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        img = Image.fromarray(np.rint(a).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         out = Image.new("RGB", rgba.size, (255, 255, 255))

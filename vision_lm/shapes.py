@@ -7,8 +7,17 @@ Layout written by `make_shapes(out_dir, ...)` (and `vision-lm make-shapes`):
     out_dir/{train,val,test}/metadata.jsonl
 
 Each metadata line: {"file_name", "text" (caption), "question", "answer", "label"
-("<colour> <shape>" of the largest shape), "scene" (list of shapes: shape, color, size,
-x, y, radius)}, so `datasets.load_dataset("imagefolder", data_dir=out_dir)` reads it.
+("<colour> <shape>" of the largest shape), "held_out" (true when the scene shows a pair that
+training never shows), "background" (RGB), "scene" (list of shapes: shape, color, size, x, y,
+radius, rgb)}, so `datasets.load_dataset("imagefolder", data_dir=out_dir)` reads it.
+
+What each split holds:
+- train: diverse scenes (`shapes_style.Diversity()`: hues and tints, radii, backgrounds), never a
+  pair of `shapes_scene.NOT_IN_TRAINING`. Image i is item i of the endless training stream
+  (`vision_lm/shapes_stream.py`), so the folder is that stream's first `n_train` scenes.
+- val: canonical look (the exact colours, radii, white background); even images show pairs seen
+  in training, odd images one `VAL_HELD_OUT` pair ("held_out": true), for model selection.
+- test: canonical look, each scene with one `HELD_OUT` pair; byte-identical to version 1's images.
 
 Determinism: image i of a split draws everything from `random.Random("shapes-v1-<seed>-
 <split>-<i>")`, so the same arguments give byte-identical files, and a larger
@@ -36,38 +45,45 @@ from shared.errors import UserError
 from vision_lm.shapes_scene import (
     COLORS,
     HELD_OUT,
+    RNG_KEY,
     SHAPES,
     SIZES,
+    VAL_HELD_OUT,
     VERSION,
     Shape,
     caption,
     class_names,
+    held_out_in,
     label,
     pick_question,
     radius_px,
     sample_scene,
     scene_to_json,
 )
+from vision_lm.shapes_style import CANONICAL, WHITE, Diversity, draw_background
 
 SPLITS = ("train", "val", "test")
-BACKGROUND = (255, 255, 255)
+BACKGROUND = WHITE
 MIN_IMAGE_SIZE = 16
 SUPERSAMPLE = 4
 """Draw at 4x and average 4x4 blocks: smooth edges, while the inside keeps its exact colour."""
 INFO_FILE = "dataset_info.json"
 
 
-def render(scene: Sequence[Shape], image_size: int) -> Image.Image:
+def render(
+    scene: Sequence[Shape], image_size: int, background: tuple[int, int, int] = BACKGROUND
+) -> Image.Image:
     """Draw a scene on a plain background; each shape fits inside its `radius` circle.
 
     Pixel (x, y) of the result covers the 4x4 block whose centre is the shape centre,
-    so the pixel at a shape's `(x, y)` has exactly the shape's colour (the tests check).
+    so the pixel at a shape's `(x, y)` has exactly the shape's colour (the tests check;
+    a ring's centre is background, its band at 0.65 r has the colour).
     """
     f = SUPERSAMPLE
-    img = Image.new("RGB", (image_size * f, image_size * f), BACKGROUND)
+    img = Image.new("RGB", (image_size * f, image_size * f), background)
     draw = ImageDraw.Draw(img)
     for s in scene:
-        cx, cy, r, fill = (s.x + 0.5) * f, (s.y + 0.5) * f, s.radius * f, COLORS[s.color]
+        cx, cy, r, fill = (s.x + 0.5) * f, (s.y + 0.5) * f, s.radius * f, s.fill
         if s.shape == "circle":
             rc = 0.85 * r  # a full-radius disc would look much heavier than the others
             draw.ellipse([cx - rc, cy - rc, cx + rc, cy + rc], fill=fill)
@@ -81,24 +97,56 @@ def render(scene: Sequence[Shape], image_size: int) -> Image.Image:
             )
         elif s.shape == "diamond":
             draw.polygon([(cx, cy - r), (cx + 0.75 * r, cy), (cx, cy + r), (cx - 0.75 * r, cy)], fill=fill)
+        elif s.shape == "cross":  # a plus sign (training-only shape)
+            a, w = 0.85 * r, 0.3 * r
+            draw.rectangle([cx - a, cy - w, cx + a, cy + w], fill=fill)
+            draw.rectangle([cx - w, cy - a, cx + w, cy + a], fill=fill)
+        elif s.shape == "ring":  # training-only: a disc with a background hole
+            ro, ri = 0.85 * r, 0.45 * r
+            draw.ellipse([cx - ro, cy - ro, cx + ro, cy + ro], fill=fill)
+            draw.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], fill=background)
         else:
             raise ValueError(f"unknown shape {s.shape!r}")
     return img.reduce(f)
 
 
-def example(seed: int, split: str, index: int, image_size: int) -> tuple[Image.Image, dict]:
-    """Image `index` of `split`: the rendered image and its metadata line (without file name)."""
-    rng = random.Random(f"shapes-v{VERSION}-{seed}-{split}-{index}")
-    scene = sample_scene(rng, image_size, held_out_split=split == "test")
+def scene_kind(split: str, index: int) -> str:
+    """Which scenes a split draws (module docstring): val alternates seen and held-out pairs."""
+    if split == "val":
+        return "val_held_out" if index % 2 else "train"
+    return "test" if split == "test" else "train"
+
+
+def example(
+    seed: int, split: str, index: int, image_size: int, diversity: Diversity | None = None
+) -> tuple[Image.Image, dict]:
+    """Image `index` of `split`: the rendered image and its metadata line (without file name).
+
+    diversity: how training scenes vary (None: `Diversity()`); val and test are always canonical.
+    """
+    scene, background, meta = describe(seed, split, index, image_size, diversity)
+    return render(scene, image_size, background), meta
+
+
+def describe(
+    seed: int, split: str, index: int, image_size: int, diversity: Diversity | None = None
+) -> tuple[list[Shape], tuple[int, int, int], dict]:
+    """`example` without drawing: (scene, background, metadata line); cheap, for texts alone."""
+    rng = random.Random(f"{RNG_KEY}-{seed}-{split}-{index}")
+    div = (diversity or Diversity()) if split == "train" else CANONICAL
+    scene = sample_scene(rng, image_size, scene_kind(split, index), div)
+    background = draw_background(rng, div)
     question, answer = pick_question(scene, rng)
     meta = {
         "text": caption(scene),
         "question": question,
         "answer": answer,
         "label": label(scene),
+        "held_out": bool(held_out_in(scene)),
+        "background": list(background),
         "scene": scene_to_json(scene),
     }
-    return render(scene, image_size), meta
+    return scene, background, meta
 
 
 def dataset_info(n: dict[str, int], seed: int, image_size: int) -> dict:
@@ -113,6 +161,8 @@ def dataset_info(n: dict[str, int], seed: int, image_size: int) -> dict:
         "shapes": list(SHAPES),
         "sizes": {size: radius_px(size, image_size) for size in SIZES},
         "held_out": list(HELD_OUT),
+        "val_held_out": list(VAL_HELD_OUT),
+        "train_diversity": Diversity().to_dict(),
         "classes": class_names(),
     }
 
@@ -216,5 +266,8 @@ def make_shapes(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"wrote {sum(n.values())} images to {out_dir} (held out of train/val: {', '.join(HELD_OUT)})")
+    print(
+        f"wrote {sum(n.values())} images to {out_dir} (test pairs, never in train or val: "
+        f"{', '.join(HELD_OUT)}; validation's held-out pair, never in train: {', '.join(VAL_HELD_OUT)})"
+    )
     return out_dir

@@ -24,6 +24,13 @@ Held-out combinations (generalisation, not memorisation): the (colour, shape) pa
 in `HELD_OUT` never appear in train or val scenes, and every test scene contains at
 least one. Each held-out colour and shape still appears in training, only never
 together, so a model must compose "green" and "triangle" it learnt separately.
+`VAL_HELD_OUT` is a further pair absent from training, shown in half of the validation
+scenes (the odd ones) so that model selection can watch composition without ever looking
+at the test pairs. `in_training(colour, shape)` is the one test of what training may show:
+images, captions, questions and any negative caption a loss builds.
+
+How scenes look (hues, radii, backgrounds, training-only colours and shapes) is
+`vision_lm/shapes_style.py`; a `Shape` carries its own fill (`rgb`).
 """
 
 from __future__ import annotations
@@ -32,8 +39,22 @@ import dataclasses
 import random
 from collections.abc import Sequence
 
-VERSION = 1
-"""Bump when sampling, rendering or text changes, so old folders are not reused."""
+from vision_lm.shapes_style import (
+    CANONICAL,
+    EXTRA_COLORS,
+    EXTRA_SHAPES,
+    Diversity,
+    centre_rgb,
+    jittered_radius,
+    jittered_rgb,
+)
+
+VERSION = 2
+"""Bump when sampling, rendering or text changes, so old folders are not reused.
+2: diverse training scenes (`shapes_style`), the validation held-out pair, `rgb`, `background`
+and `held_out` in the metadata; test images are byte-identical to version 1's."""
+RNG_KEY = "shapes-v1"
+"""Namespace of the per-image random generators; kept at v1 so that test images stay the same."""
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -50,6 +71,10 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 SIZES: tuple[str, ...] = ("small", "large")
 HELD_OUT: tuple[str, ...] = ("green triangle", "red square", "blue circle")
 """Colour-shape labels that appear only in the test split."""
+VAL_HELD_OUT: tuple[str, ...] = ("orange diamond",)
+"""Absent from training too; in the odd validation scenes, for model selection (never a test pair)."""
+NOT_IN_TRAINING: frozenset[str] = frozenset(HELD_OUT + VAL_HELD_OUT)
+SCENE_KINDS = ("train", "val_held_out", "test")
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 MAX_SHAPES = 3
@@ -67,6 +92,12 @@ class Shape:
     y: int
     radius: int
     """Radius in pixels of the circle the shape is drawn inside (its extent)."""
+    rgb: tuple[int, int, int] | None = None
+    """Fill colour; None: the canonical `COLORS[color]`."""
+
+    @property
+    def fill(self) -> tuple[int, int, int]:
+        return tuple(self.rgb) if self.rgb is not None else COLORS[self.color]
 
     @property
     def label(self) -> str:
@@ -83,6 +114,20 @@ def class_names(include_held_out: bool = True) -> list[str]:
     """All "<colour> <shape>" labels, colours outer, shapes inner, in constant order."""
     names = [f"{c} {s}" for c in COLORS for s in SHAPES]
     return names if include_held_out else [n for n in names if n not in HELD_OUT]
+
+
+def in_training(color: str, shape: str) -> bool:
+    """May training show a `color` `shape`? False for the test and validation held-out pairs."""
+    return f"{color} {shape}" not in NOT_IN_TRAINING
+
+
+def color_names(div: Diversity = CANONICAL) -> list[str]:
+    """Colours scenes draw from: the named six, plus the training-only extras when asked."""
+    return [*COLORS, *(EXTRA_COLORS if div.extra_colors else ())]
+
+
+def shape_names(div: Diversity = CANONICAL) -> list[str]:
+    return [*SHAPES, *(EXTRA_SHAPES if div.extra_shapes else ())]
 
 
 def zero_shot_prompt(label: str) -> str:
@@ -106,13 +151,13 @@ def radius_px(size: str, image_size: int) -> int:
     return max(2, round(_RADIUS_FRACTION[size] * image_size))
 
 
-def _place(rng: random.Random, kinds: Sequence[tuple[str, str, str]], image_size: int) -> list[Shape] | None:
-    """Rejection-sample non-overlapping positions; None when a shape found no room."""
+def _place(rng: random.Random, kinds: Sequence[tuple], image_size: int) -> list[Shape] | None:
+    """Rejection-sample non-overlapping positions for (shape, color, size, radius, rgb) kinds;
+    None when a shape found no room."""
     gap = max(1, image_size // 32)  # background between two shapes' bounding circles
     min_dx = max(2, image_size // 8)  # horizontal distance that makes "left of" visible
     placed: list[Shape] = []
-    for shape, color, size in kinds:
-        r = radius_px(size, image_size)
+    for shape, color, size, r, rgb in kinds:
         for _ in range(100):
             x = rng.randint(r + 1, image_size - 2 - r)
             y = rng.randint(r + 1, image_size - 2 - r)
@@ -120,35 +165,59 @@ def _place(rng: random.Random, kinds: Sequence[tuple[str, str, str]], image_size
                 (x - o.x) ** 2 + (y - o.y) ** 2 >= (r + o.radius + gap) ** 2 and abs(x - o.x) >= min_dx
                 for o in placed
             ):
-                placed.append(Shape(shape, color, size, x, y, r))
+                placed.append(Shape(shape, color, size, x, y, r, rgb))
                 break
         else:
             return None
     return sorted(placed, key=lambda s: s.x)
 
 
-def sample_scene(rng: random.Random, image_size: int, held_out_split: bool) -> list[Shape]:
+def sample_scene(
+    rng: random.Random, image_size: int, kind: str = "train", div: Diversity = CANONICAL
+) -> list[Shape]:
     """Draw a scene: 1-3 shapes of distinct types and colours, sorted left to right.
 
-    With `held_out_split=False` (train, val) no shape is a `HELD_OUT` combination;
-    with `True` (test) one shape, in a random slot, is drawn from `HELD_OUT` and the
-    others are unconstrained.
+    kind "train": no shape is a pair `in_training` refuses; "val_held_out": one shape, in a
+    random slot, is a `VAL_HELD_OUT` pair and the others are allowed in training; "test": one
+    shape is a `HELD_OUT` pair and the others are unconstrained. `div` says how varied the
+    shapes look; `CANONICAL` draws nothing more from `rng` than version 1 did, so canonical
+    scenes of the same generator are those of version 1.
     """
+    if kind not in SCENE_KINDS:
+        raise ValueError(f"unknown scene kind {kind!r}")
+    colors_all, shapes_all = color_names(div), shape_names(div)
     while True:
         n = rng.randint(1, MAX_SHAPES)
-        if held_out_split:
-            first_color, first_shape = rng.choice(HELD_OUT).split(" ")
-            shapes = [first_shape] + rng.sample([s for s in SHAPES if s != first_shape], n - 1)
-            colors = [first_color] + rng.sample([c for c in COLORS if c != first_color], n - 1)
+        if kind == "train":
+            shapes, colors = rng.sample(shapes_all, n), rng.sample(colors_all, n)
+            if not all(in_training(c, s) for c, s in zip(colors, shapes)):
+                continue
         else:
-            shapes, colors = rng.sample(SHAPES, n), rng.sample(list(COLORS), n)
-            if any(f"{c} {s}" in HELD_OUT for c, s in zip(colors, shapes)):
+            first_color, first_shape = rng.choice(HELD_OUT if kind == "test" else VAL_HELD_OUT).split(" ")
+            shapes = [first_shape] + rng.sample([s for s in shapes_all if s != first_shape], n - 1)
+            colors = [first_color] + rng.sample([c for c in colors_all if c != first_color], n - 1)
+            if kind == "val_held_out" and not all(in_training(c, s) for c, s in zip(colors[1:], shapes[1:])):
                 continue
         kinds = [(s, c, rng.choice(SIZES)) for s, c in zip(shapes, colors)]
         rng.shuffle(kinds)  # the held-out shape must not always be placed first
+        kinds = [
+            (
+                s,
+                c,
+                size,
+                jittered_radius(rng, size, image_size) if div.size_jitter else radius_px(size, image_size),
+                jittered_rgb(rng, c) if div.colour_jitter else COLORS.get(c) or centre_rgb(c),
+            )
+            for s, c, size in kinds
+        ]
         scene = _place(rng, kinds, image_size)
         if scene is not None:
             return scene
+
+
+def held_out_in(scene: Sequence[Shape]) -> list[str]:
+    """The scene's colour-shape labels that training never shows (empty for a training scene)."""
+    return [s.label for s in scene if not in_training(s.color, s.shape)]
 
 
 def caption(scene: Sequence[Shape]) -> str:
@@ -210,9 +279,9 @@ def pick_question(scene: Sequence[Shape], rng: random.Random) -> tuple[str, str]
 
 def scene_to_json(scene: Sequence[Shape]) -> list[dict]:
     """The scene as JSON-ready dicts, left to right."""
-    return [dataclasses.asdict(s) for s in sorted(scene, key=lambda s: s.x)]
+    return [{**dataclasses.asdict(s), "rgb": list(s.fill)} for s in sorted(scene, key=lambda s: s.x)]
 
 
 def scene_from_json(items: Sequence[dict]) -> list[Shape]:
     """Inverse of `scene_to_json`."""
-    return [Shape(**item) for item in items]
+    return [Shape(**{**item, "rgb": tuple(item["rgb"]) if item.get("rgb") else None}) for item in items]

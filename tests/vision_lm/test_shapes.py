@@ -1,4 +1,4 @@
-"""The synthetic shapes data set: determinism, truth of every text, held-out split, CLI behaviour."""
+"""The synthetic shapes data set: determinism, truth of every text, held-out splits, CLI behaviour."""
 
 from __future__ import annotations
 
@@ -20,19 +20,29 @@ from vision_lm.shapes import SPLITS, make_shapes, read_info
 from vision_lm.shapes_scene import (
     COLORS,
     HELD_OUT,
+    NOT_IN_TRAINING,
     SHAPES,
     SIZES,
+    VAL_HELD_OUT,
     Shape,
     caption,
     class_names,
     radius_px,
+    scene_from_json,
     zero_shot_prompt,
     zero_shot_prompts,
 )
+from vision_lm.shapes_style import HSV_RANGES, RADIUS_RANGES, hsv_of
 
 ROOT = Path(__file__).resolve().parents[2]
 N = {"train": 150, "val": 40, "test": 80}
-FIELDS = ["file_name", "text", "question", "answer", "label", "scene"]
+FIELDS = ["file_name", "text", "question", "answer", "label", "held_out", "background", "scene"]
+
+
+V1_TEST = [  # (index, md5 of the RGB pixels, caption) made by version 1 (commit d92ebdb)
+    (0, "98360f1782d80c5b9ffbc7ffbf9864a6", "a small green circle left of a small red square"),
+    (7, "a0d2070631a8130732325f09223cabf1", "a large red square"),
+]
 
 
 def read_split(d: Path, split: str) -> list[dict]:
@@ -60,6 +70,7 @@ def test_metadata_format_and_info(data):
     info = json.loads((data / "dataset_info.json").read_text())
     assert info["splits"] == N and info["seed"] == 3 and info["image_size"] == 64
     assert info["held_out"] == list(HELD_OUT) and info["shapes"] == list(SHAPES)
+    assert info["val_held_out"] == list(VAL_HELD_OUT) and not set(VAL_HELD_OUT) & set(HELD_OUT)
     assert set(info["colors"]) == set(COLORS) and info["classes"] == class_names()
     for split in SPLITS:
         rows = read_split(data, split)
@@ -69,6 +80,7 @@ def test_metadata_format_and_info(data):
             assert (data / split / row["file_name"]).is_file()
             assert all(isinstance(row[k], str) and row[k] for k in FIELDS[:5])
             assert 1 <= len(row["answer"].split()) <= 2
+            assert isinstance(row["held_out"], bool) and len(row["background"]) == 3
 
 
 # Parse captions with a grammar written independently of `caption()`, so the check is not circular.
@@ -107,11 +119,19 @@ def expected_answer(question: str, scene: list[Shape]) -> str:
     raise AssertionError(f"unknown question form: {question!r}")
 
 
+def in_region(rgb, color: str) -> bool:
+    """The fill lies in the colour's HSV region (1.5 degrees / 0.01 of slack for rounding to bytes)."""
+    h, s, v = hsv_of(rgb)
+    (h0, h1), (s0, s1), (v0, v1) = HSV_RANGES[color]
+    h = h - 360 if h0 < 0 and h > 180 else h  # red's range wraps below 0
+    return h0 - 1.5 <= h <= h1 + 1.5 and s0 - 0.01 <= s <= s1 + 0.01 and v0 - 0.01 <= v <= v1 + 0.01
+
+
 def test_every_text_is_true_of_its_scene_and_image(data):
-    kinds = set()
+    kinds, fills, radii, backgrounds = set(), set(), set(), set()
     for split in SPLITS:
         for row in read_split(data, split):
-            scene = [Shape(**s) for s in row["scene"]]
+            scene = scene_from_json(row["scene"])
             assert [s.x for s in scene] == sorted(s.x for s in scene)
             assert parse_caption(row["text"]) == [(s.size, s.color, s.shape) for s in scene]
             assert caption(scene) == row["text"]
@@ -123,26 +143,57 @@ def test_every_text_is_true_of_its_scene_and_image(data):
             img = Image.open(data / split / row["file_name"]).convert("RGB")
             assert img.size == (64, 64)
             for i, s in enumerate(scene):
-                assert s.radius == radius_px(s.size, 64)
-                assert img.getpixel((s.x, s.y)) == COLORS[s.color], (split, row["file_name"], s)
+                assert img.getpixel((s.x, s.y)) == s.fill, (split, row["file_name"], s)
+                if split == "train":  # diverse: within the colour's region and the size's range
+                    lo, hi = RADIUS_RANGES[s.size]
+                    assert in_region(s.fill, s.color) and lo * 64 - 0.5 <= s.radius <= hi * 64 + 0.5
+                    fills.add(s.fill), radii.add(s.radius)
+                else:  # canonical, as version 1
+                    assert s.fill == COLORS[s.color] and s.radius == radius_px(s.size, 64)
                 for o in scene[i + 1 :]:  # bounding circles never touch: captions stay visible
                     assert (s.x - o.x) ** 2 + (s.y - o.y) ** 2 > (s.radius + o.radius) ** 2
-            assert img.getpixel((0, 0)) == (255, 255, 255)
+            assert img.getpixel((0, 0)) == tuple(row["background"])
+            backgrounds.add(tuple(row["background"]))
+            if split != "train":
+                assert row["background"] == [255, 255, 255]
     assert kinds == {"how many", "what color", "what shape", "what size", "what is", "is the"}  # all kinds
+    assert len(fills) > 100 and len(radii) >= 6 and len(backgrounds) > 100  # train varies
 
 
-def test_held_out_combinations_only_in_test(data):
-    for split in ("train", "val"):
-        for row in read_split(data, split):
-            assert not {s["color"] + " " + s["shape"] for s in row["scene"]} & set(HELD_OUT)
-            text = " ".join((row["text"], row["question"], row["answer"], row["label"]))
-            assert not any(h in text for h in HELD_OUT)
+def pairs_of(row: dict) -> set[str]:
+    return {s["color"] + " " + s["shape"] for s in row["scene"]}
+
+
+def test_held_out_pairs_never_in_training(data):
+    """Train: no held-out pair (test or validation) in any image or text. Val: even images seen pairs
+    only, odd ones the validation pair and never a test pair. Test: a test pair in every image."""
+    for row in read_split(data, "train"):
+        assert not pairs_of(row) & NOT_IN_TRAINING and row["held_out"] is False
+        text = " ".join((row["text"], row["question"], row["answer"], row["label"]))
+        assert not any(h in text for h in NOT_IN_TRAINING)
+    for i, row in enumerate(read_split(data, "val")):
+        assert not pairs_of(row) & set(HELD_OUT)
+        assert (pairs_of(row) & set(VAL_HELD_OUT) != set()) == bool(i % 2) == row["held_out"]
+        if not i % 2:
+            assert not any(h in " ".join((row["text"], row["question"], row["answer"])) for h in VAL_HELD_OUT)
     seen = set()
     for row in read_split(data, "test"):
-        held = {s["color"] + " " + s["shape"] for s in row["scene"]} & set(HELD_OUT)
-        assert held, row
+        held = pairs_of(row) & set(HELD_OUT)
+        assert held and row["held_out"], row
         seen |= held
     assert seen == set(HELD_OUT)
+
+
+def test_test_images_are_those_of_version_1():
+    """Test images come from version 1's generators (same colours, radii, background, draws), so
+    test figures compare across versions: md5 of the pixels of test images of --seed 0 at version 1."""
+    import hashlib
+
+    from vision_lm.shapes import example
+
+    for index, md5, text in V1_TEST:
+        img, meta = example(0, "test", index, 64)
+        assert (hashlib.md5(img.tobytes()).hexdigest(), meta["text"]) == (md5, text)
 
 
 def test_zero_shot_prompts_match_lone_shape_captions():
@@ -224,7 +275,7 @@ def test_small_images_and_light_imports(tmp_path):
     for split in ("train", "test"):
         for row in read_split(out, split):
             img = Image.open(out / split / row["file_name"]).convert("RGB")
-            assert all(img.getpixel((s["x"], s["y"])) == COLORS[s["color"]] for s in row["scene"])
+            assert all(img.getpixel((s["x"], s["y"])) == tuple(s["rgb"]) for s in row["scene"])
     code = "import sys, vision_lm.make_shapes_cli; print(any(m.split('.')[0] in ('torch', 'lightning') for m in sys.modules))"
     assert (
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout.strip()
