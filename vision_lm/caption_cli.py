@@ -4,6 +4,9 @@ Prints the generated text alone, one line per image. The prompt is that of train
 "caption en" (the default) for a caption, "answer en <question>" for a question
 (`--question Q` is a shorthand). Several images are decoded together as one batch; give
 one `--prompt` for all of them or one per image.
+
+`--rerank SIGLIP_CKPT` proposes `--n-best` candidates per image (the greedy caption and samples)
+and prints the one a trained SigLIP scores highest (`vision_lm/caption_rerank.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--question", metavar="Q", help='shorthand for --prompt "answer en Q"')
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate at most (default 32)")
+    p.add_argument(
+        "--rerank",
+        metavar="SIGLIP_CKPT",
+        help="a SigLIP checkpoint: print, of --n-best candidate captions, the one it scores highest",
+    )
+    p.add_argument(
+        "--n-best",
+        type=int,
+        default=None,
+        help="candidates per image for --rerank: the greedy caption plus samples at --temperature "
+        "(1.0 when it is 0); default 8",
+    )
     add_sampling_args(p, temperature=0.0)
     return p
 
@@ -57,6 +72,12 @@ def check(args) -> None:
     if args.max_new_tokens <= 0:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
     check_sampling_args(args)
+    if args.n_best is not None and not args.rerank:
+        raise UserError("--n-best needs --rerank SIGLIP_CKPT to choose among the candidates")
+    if args.rerank:
+        args.n_best = 8 if args.n_best is None else args.n_best
+        if args.n_best < 1:
+            raise UserError(f"--n-best must be >= 1, got {args.n_best}")
 
 
 @exit_on_user_error
@@ -64,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     check(args)
     prompts = prompts_for(args)
+    if args.rerank and any(not p.startswith("caption") for p in prompts):
+        raise UserError("--rerank scores captions; it does not apply to 'answer en' prompts")
     import torch
 
     from vision_lm.caption_generate import caption_images
@@ -83,19 +106,48 @@ def main(argv: list[str] | None = None) -> None:
     generator = None
     if args.seed is not None:
         generator = torch.Generator(device=device).manual_seed(args.seed)
-    texts = caption_images(
-        model,
+    sampling = dict(top_k=args.top_k, top_p=args.top_p, generator=generator)
+    if args.rerank:
+        texts = reranked(args, loaded, pixels, prompts, sampling, device)
+    else:
+        texts = caption_images(
+            model,
+            loaded.tokenizer,
+            pixels,
+            prompts,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            **sampling,
+        )
+    for text in texts:
+        print(text, flush=True)
+
+
+def reranked(args, loaded, pixels, prompts, sampling, device) -> list[str]:
+    """--n-best candidates per image, the best by the --rerank SigLIP's logit."""
+    import torch
+
+    from vision_lm.caption_rerank import n_best, siglip_rerank
+    from vision_lm.checkpoint import siglip_from_checkpoint
+    from vision_lm.records import load_image_file
+
+    siglip = siglip_from_checkpoint(args.rerank)
+    if siglip.tokenizer is None:
+        raise UserError(f"{args.rerank}: no tokenizer stored in the checkpoint")
+    temperature = args.temperature or 1.0
+    candidates = n_best(
+        loaded.model,
         loaded.tokenizer,
         pixels,
         prompts,
-        args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        generator=generator,
+        args.n_best,
+        temperature,
+        max_new_tokens=args.max_new_tokens,
+        **sampling,
     )
-    for text in texts:
-        print(text, flush=True)
+    size = siglip.model.config.vision.image_size
+    siglip_pixels = torch.cat([load_image_file(f, size) for f in args.image]).to(device)
+    return siglip_rerank(siglip.model.to(device), siglip.tokenizer, siglip_pixels, candidates)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,40 @@ def test_caption_help_does_not_import_lightning():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip().endswith("[]") and "--prompt" in out and "--question" in out
+
+
+def test_caption_rerank_prints_the_candidate_siglip_scores_highest(run, shapes, tmp_path, capsys):
+    from vision_lm.caption_rerank import n_best, siglip_rerank
+    from vision_lm.checkpoint import captioner_from_checkpoint, siglip_from_checkpoint
+    from vision_lm.records import load_image_file
+    from vision_lm.text_batch import TextEncoder
+
+    ckpt = run[0] / "checkpoints" / "last.ckpt"
+    fake_siglip(tmp_path / "siglip.ckpt")
+    saved = torch.load(tmp_path / "siglip.ckpt", weights_only=True)
+    saved["tokenizer"] = torch.load(ckpt, weights_only=True)[
+        "tokenizer"
+    ]  # the captioner's, as a fit stores it
+    torch.save(saved, tmp_path / "siglip.ckpt")
+    image = str(shapes / "test" / "000001.png")
+    capsys.readouterr()
+    vision_lm(["caption", "--checkpoint", str(ckpt), "--image", image, "--rerank", str(tmp_path / "siglip.ckpt"),
+               "--n-best", "4", "--seed", "3", "--max-new-tokens", "6"])  # fmt: skip
+    printed = capsys.readouterr().out.strip()
+    cap, sig = captioner_from_checkpoint(ckpt), siglip_from_checkpoint(tmp_path / "siglip.ckpt")
+    pixels = load_image_file(image, 64)
+    candidates = n_best(cap.model, cap.tokenizer, pixels, ["caption en"], 4, 1.0,
+                        torch.Generator().manual_seed(3), max_new_tokens=6)[0]  # fmt: skip
+    assert printed in candidates and len(set(candidates)) == len(candidates) >= 1
+    ids = TextEncoder(sig.tokenizer, 16).captions(candidates)
+    with torch.no_grad():  # the reference: SigLIP's own forward over every candidate
+        logits = sig.model(pixels.expand(len(candidates), -1, -1, -1), ids).logits_per_image[0]
+    assert printed == candidates[int(logits.argmax())]
+    assert siglip_rerank(sig.model, sig.tokenizer, pixels, [candidates]) == [printed]
+    for argv, culprit in (
+        (["--n-best", "3"], "--n-best"),
+        (["--rerank", str(tmp_path / "siglip.ckpt"), "--question", "how many shapes are there?"], "--rerank"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            vision_lm(["caption", "--checkpoint", str(ckpt), "--image", image, *argv])
+        assert e.value.code == 2 and culprit in capsys.readouterr().err.strip().splitlines()[-1]
