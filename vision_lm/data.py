@@ -48,7 +48,7 @@ from shared.tokenizer import Tokenizer
 from shared.train.stream_sampler import ResumableLoader, StreamSampler, lightning_batches_done
 from vision_lm.image_dataset import Collate, ImageTextDataset
 from vision_lm.records import Record, Split, open_splits
-from vision_lm.shapes_scene import zero_shot_prompts
+from vision_lm.shapes_scene import color_names, shape_names, zero_shot_prompts
 from vision_lm.shapes_stream import ShapesStream, StreamRecords
 from vision_lm.shapes_style import Diversity
 from vision_lm.templates import derive_templates
@@ -145,6 +145,12 @@ class ImageTextDataModule(L.LightningDataModule):
         self.splits, self.info = open_splits(self.data_dir, self.mode, self.image_field, self.text_field)
         if self.train_stream and not self.streaming:
             rank_zero_info(f"{self.data_dir} is not a shapes set: data.train_stream is ignored")
+        if self.streaming:  # what training shows, for whoever builds texts from words (hard negatives)
+            self.info = {
+                **self.info,
+                "train_colors": color_names(self.diversity),
+                "train_shapes": shape_names(self.diversity),
+            }
         if not self.streaming and ("train" not in self.splits or not self.splits["train"].records):
             raise UserError(
                 f"{self.data_dir}: no usable training pairs (a train split with images and texts)"

@@ -174,7 +174,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         a = np.asarray(img, dtype=np.float64)
         lo, hi = float(a.min()), float(a.max())
         a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-        img = Image.fromarray(np.rint(a).astype(np.uint8), "L")
+        img = Image.fromarray(np.rint(a).astype(np.uint8))  # mode L
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         out = Image.new("RGB", rgba.size, (255, 255, 255))
