@@ -10,7 +10,7 @@ import argparse
 
 from shared.errors import ArgumentParser, exit_on_user_error
 from vision_lm.shapes import make_shapes
-from vision_lm.shapes_scene import HELD_OUT
+from vision_lm.shapes_scene import HELD_OUT, VAL_HELD_OUT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Draw 1-3 coloured shapes per image with captions and question/answer pairs that are true "
             "by construction, as a Hugging Face imagefolder (DIR/{train,val,test}/*.png + metadata.jsonl). "
-            f"The test split holds out {', '.join(HELD_OUT)}: they never appear in train or val."
+            "Train images vary in hue, tint, size and background (they are the first scenes of the endless "
+            "stream data.train_stream trains on); val and test keep one canonical look. "
+            f"The test split holds out {', '.join(HELD_OUT)}: they never appear in train or val. "
+            f"Odd val images show {', '.join(VAL_HELD_OUT)}, also never in train, for model selection."
         ),
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
