@@ -1,21 +1,31 @@
-"""Summarise `make demo-vision` on the val and held-out test splits: SigLIP's zero-shot accuracy, the
-captioner's caption exact-match, BLEU and VQA accuracy, and a few generated captions beside the true ones.
+"""Summarise `make demo-vision`: SigLIP's zero-shot accuracy, the captioner's caption exact-match, BLEU,
+VQA accuracy and held-out pair recall, the diagnosis probes, and generated captions of held-out test
+images beside the true ones.
 
 python -m vision_lm.demo_vision_report --data data/shapes --siglip runs/demo-vision/siglip-tiny \
     --captioner runs/demo-vision/paligemma-tiny
 
-Run folders (their newest version_N/checkpoints/last.ckpt) or .ckpt files are accepted. Both
-splits hold images never trained on; the val split draws the colour-shape pairs seen in
-training, the test split holds out pairs (green triangle, red square, blue circle): captioning
-those is compositional generalisation, which the tiny CPU models mostly lack.
+Run folders (their newest version_N/checkpoints/last.ckpt) or .ckpt files are accepted. Columns, all
+images never trained on: "seen" = validation scenes of colour-shape pairs seen in training; "val pair"
+= validation scenes with the validation held-out pair (for model selection; shapes sets of version 2);
+"test" = scenes with the test's held-out pairs (compositional generalisation).
+
+Diagnosis (issue 13): colour and shape linear probes on frozen image embeddings (`evaluation.
+attribute_probes`), fit on seen pairs and scored on seen and held-out pairs: a shape probe that fails
+on held-out pairs says the image tower entangles colour and shape; one that succeeds while zero-shot
+or captions fail puts the fault on the text side. Held-out pair recall: does the caption name the
+held-out pair at all, whatever else it gets wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from shared.errors import UserError, exit_on_user_error
+
+PARTS = ("seen", "val pair", "test")
 
 
 def checkpoint_of(path: str) -> Path:
@@ -34,103 +44,215 @@ def checkpoint_of(path: str) -> Path:
     )
 
 
-def load_split(data_dir: str, split: str, size: int):
-    """(records, (N, 3, size, size) normalised pixels) of one imagefolder split."""
+def load_part(data_dir: str, part: str, size: int, limit: int | None = None):
+    """(records, (N, 3, size, size) normalised pixels, dataset_info) of one column of the report (PARTS,
+    or "train"); None when the data has no such images."""
     import torch
 
     from vision_lm.records import image_tensor, normalize, open_image, open_splits
 
     splits, info = open_splits(data_dir, "captioning", "image", "text")
+    split = {"seen": "val", "val pair": "val"}.get(part, part)
     if split not in splits:
-        raise UserError(f"{data_dir}: no {split} split")
+        return None
     recs = splits[split].records
+    if part in ("seen", "val pair"):
+        recs = [r for r in recs if r.held_out == (part == "val pair")]
+    recs = recs[:limit]
+    if not recs:
+        return None
     return recs, normalize(torch.stack([image_tensor(open_image(r), size) for r in recs])), info
 
 
-def zero_shot(ckpt: Path, data_dir: str, split: str) -> float:
+def zero_shot(loaded, data_dir: str) -> dict[str, float]:
+    """Zero-shot accuracy per column, on the one-object images, among all classes (held-out ones too)."""
     import torch
 
-    from vision_lm.checkpoint import siglip_from_checkpoint
     from vision_lm.evaluation import embed_classes, zero_shot_accuracy
     from vision_lm.text_batch import TextEncoder
 
-    loaded = siglip_from_checkpoint(ckpt)
     model, c = loaded.model, loaded.model.config
-    recs, pixels, info = load_split(data_dir, split, c.vision.image_size)
-    classes = info.get("classes") or sorted({r.label for r in recs if r.label})
-    rows = [i for i, r in enumerate(recs) if r.single and r.label in classes]
-    with torch.no_grad():
-        text = embed_classes(model, TextEncoder(loaded.tokenizer, c.text.max_len), classes, loaded.templates)
-        img = model.encode_image(pixels[rows])
-    labels = torch.tensor([classes.index(recs[i].label) for i in rows])
-    return zero_shot_accuracy(img, labels, text)
+    out = {}
+    for part in PARTS:
+        got = load_part(data_dir, part, c.vision.image_size)
+        if got is None:
+            continue
+        recs, pixels, info = got
+        classes = info.get("classes") or sorted({r.label for r in recs if r.label})
+        rows = [i for i, r in enumerate(recs) if r.single and r.label in classes]
+        if not rows:
+            continue
+        encoder = TextEncoder(loaded.tokenizer, c.text.max_len)
+        text = embed_classes(model, encoder, classes, loaded.templates)
+        labels = torch.tensor([classes.index(recs[i].label) for i in rows])
+        out[part] = zero_shot_accuracy(model.encode_image(pixels[rows]), labels, text)
+    return out
 
 
-def captioner_scores(ckpt: Path, data_dir: str, split: str, batch_size: int = 100) -> tuple[dict, list]:
-    """{"caption_exact", "bleu", "vqa_acc"} on one split and its (file, generated, true) captions."""
-    from torchmetrics.functional.text import bleu_score
+def probes(embed, data_dir: str, size: int) -> dict[str, dict[str, float]] | None:
+    """Colour and shape linear probes (`evaluation.attribute_probes`) on `embed(pixels) -> (N, E)`: fit on
+    the train folder's one-object images (seen pairs; at most 2000), scored on each column's one-object
+    images. None when the data has no train folder or no labelled one-object images."""
+    from vision_lm.evaluation import attribute_probes
+
+    def singles(part, limit=None):
+        got = load_part(data_dir, part, size)
+        if got is None:
+            return None
+        keep = [i for i, r in enumerate(got[0]) if r.single and r.label][:limit]
+        return ([got[0][i].label for i in keep], got[1][keep]) if keep else None
+
+    fit = singles("train", 2000)
+    sets = {p: s for p in PARTS if (s := singles(p)) is not None}
+    if fit is None or not sets:
+        return None
+    return attribute_probes(embed(fit[1]), fit[0], {p: (embed(px), lb) for p, (lb, px) in sets.items()})
+
+
+def captions_of(loaded, recs, pixels, rerank=None, n_best: int = 8, batch_size: int = 100) -> list[str]:
+    """Greedy captions of images (B, 3, S, S); with `rerank` = (SigLIP Loaded, its pixels), the best of
+    n_best candidates by SigLIP (`caption_rerank.py`), sampled from a fixed seed."""
+    import torch
 
     from vision_lm.caption_generate import caption_images
-    from vision_lm.checkpoint import captioner_from_checkpoint
-    from vision_lm.text_batch import CAPTION_PREFIX, VQA_PREFIX
+    from vision_lm.caption_rerank import n_best as propose
+    from vision_lm.caption_rerank import siglip_rerank
+    from vision_lm.text_batch import CAPTION_PREFIX
 
-    loaded = captioner_from_checkpoint(ckpt)
-    recs, pixels, _ = load_split(data_dir, split, loaded.model.config.vision.image_size)
-    captions, answers = [], []
+    tok, n = loaded.tokenizer, loaded.model.config.decoder.max_len  # a suffix is never longer than max_len
+    out: list[str] = []
+    generator = torch.Generator().manual_seed(0)
     for start in range(0, len(recs), batch_size):
-        part, px = recs[start : start + batch_size], pixels[start : start + batch_size]
-        captions += caption_images(loaded.model, loaded.tokenizer, px, [CAPTION_PREFIX] * len(part))
-        qa = [i for i, r in enumerate(part) if r.question and r.answer]
-        prompts = [VQA_PREFIX.format(question=part[i].question) for i in qa]
-        answers += list(
-            zip(caption_images(loaded.model, loaded.tokenizer, px[qa], prompts), [part[i] for i in qa])
-        )
+        px = pixels[start : start + batch_size]
+        prompts = [CAPTION_PREFIX] * len(px)
+        if rerank is None:
+            out += caption_images(loaded.model, tok, px, prompts, n)
+        else:
+            siglip, siglip_px = rerank
+            cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n)
+            out += siglip_rerank(siglip.model, siglip.tokenizer, siglip_px[start : start + batch_size], cands)
+    return out
+
+
+def caption_scores(captions: list[str], recs, pairs: list[str]) -> dict[str, float]:
+    from torchmetrics.functional.text import bleu_score
+
+    from vision_lm.evaluation import held_out_pair_recall
+
     truths = [r.text for r in recs]
-    scores = {
+    return {
         "caption_exact": sum(p == t for p, t in zip(captions, truths)) / len(recs),
         "bleu": float(bleu_score(captions, [[t] for t in truths], n_gram=4)),
-        "vqa_acc": sum(p == r.answer for p, r in answers) / max(1, len(answers)),
+        "held_out_pair_recall": held_out_pair_recall(captions, truths, pairs),
     }
-    return scores, [(Path(str(r.image)).name, p, t) for r, p, t in zip(recs, captions, truths)]
+
+
+def vqa_accuracy(loaded, recs, pixels, batch_size: int = 100) -> float:
+    from vision_lm.caption_generate import caption_images
+    from vision_lm.text_batch import VQA_PREFIX
+
+    qa = [i for i, r in enumerate(recs) if r.question and r.answer]
+    hits, n = 0, loaded.model.config.decoder.max_len  # an answer is never cut
+    for start in range(0, len(qa), batch_size):
+        rows = qa[start : start + batch_size]
+        prompts = [VQA_PREFIX.format(question=recs[i].question) for i in rows]
+        answers = caption_images(loaded.model, loaded.tokenizer, pixels[rows], prompts, n)
+        hits += sum(a == recs[i].answer for a, i in zip(answers, rows))
+    return hits / max(1, len(qa))
+
+
+def fmt(x: float | None) -> str:
+    return "     -" if x is None or math.isnan(x) else f"{x:6.3f}"
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--data", default="data/shapes", help="the shapes folder (its val and test splits are used)"
-    )
+    p.add_argument("--data", default="data/shapes", help="the shapes folder (val and test splits are used)")
     p.add_argument("--siglip", help="SigLIP run folder or checkpoint (zero-shot accuracy)")
-    p.add_argument("--captioner", required=True, help="captioner run folder or checkpoint")
-    p.add_argument("--examples", type=int, default=6, help="generated captions to show (default 6)")
+    p.add_argument("--captioner", help="captioner run folder or checkpoint")
+    p.add_argument("--examples", type=int, default=8, help="generated test captions to show (default 8)")
+    p.add_argument("--no-probes", action="store_true", help="skip the colour/shape linear probes")
+    p.add_argument(
+        "--rerank", type=int, default=0, metavar="N", help="also score captions re-ranked by --siglip from N"
+    )
     args = p.parse_args(argv)
+    if not args.siglip and not args.captioner:
+        raise UserError("give --siglip, --captioner or both")
+    if args.rerank and not (args.siglip and args.captioner):
+        raise UserError("--rerank needs both --siglip and --captioner")
     import torch
 
+    from vision_lm.checkpoint import captioner_from_checkpoint, siglip_from_checkpoint
+
     torch.set_grad_enabled(False)
-    splits = ("val", "test")
-    rows: list[tuple[str, list[float]]] = []
+    rows: list[tuple[str, dict]] = []
+    probe_rows: list[tuple[str, dict | None]] = []
+    siglip = cap = None
     if args.siglip:
-        siglip = checkpoint_of(args.siglip)
-        rows.append(("SigLIP zero-shot accuracy", [zero_shot(siglip, args.data, s) for s in splits]))
-    ckpt = checkpoint_of(args.captioner)
-    (val, _), (test, examples) = (captioner_scores(ckpt, args.data, s) for s in splits)
-    rows += [
-        ("captioner caption exact-match", [val["caption_exact"], test["caption_exact"]]),
-        ("captioner caption BLEU-4", [val["bleu"], test["bleu"]]),
-        ("captioner VQA accuracy", [val["vqa_acc"], test["vqa_acc"]]),
-    ]
-    print(f"\n{args.data}: val = new scenes of the colour-shape pairs seen in training;")
+        siglip = siglip_from_checkpoint(checkpoint_of(args.siglip))
+        rows.append(("SigLIP zero-shot accuracy", zero_shot(siglip, args.data)))
+        if not args.no_probes:
+            size = siglip.model.config.vision.image_size
+            probe_rows.append(("SigLIP", probes(siglip.model.encode_image, args.data, size)))
+    examples: list[tuple[str, str, str]] = []
+    if args.captioner:
+        ckpt = checkpoint_of(args.captioner)
+        cap = captioner_from_checkpoint(ckpt)
+        size = cap.model.config.vision.image_size
+        scores: dict[str, dict] = {}
+        for part in PARTS:
+            got = load_part(args.data, part, size)
+            if got is None:
+                continue
+            recs, pixels, info = got
+            pairs = list(info.get("val_held_out" if part == "val pair" else "held_out", []))
+            captions = captions_of(cap, recs, pixels)
+            scores[part] = {
+                **caption_scores(captions, recs, pairs),
+                "vqa_acc": vqa_accuracy(cap, recs, pixels),
+            }
+            if args.rerank:
+                siglip_px = load_part(args.data, part, siglip.model.config.vision.image_size)[1]
+                reranked = captions_of(cap, recs, pixels, (siglip, siglip_px), args.rerank)
+                for k, v in caption_scores(reranked, recs, pairs).items():
+                    scores[part][f"reranked {k}"] = v
+            if part == "test":
+                examples = [(Path(str(r.image)).name, c, r.text) for r, c in zip(recs, captions)]
+        names = {"caption_exact": "caption exact-match", "bleu": "caption BLEU-4", "vqa_acc": "VQA accuracy",
+                 "held_out_pair_recall": "held-out pair recall"}  # fmt: skip
+        keys = list(names) + [
+            f"reranked {k}" for k in ("caption_exact", "held_out_pair_recall") if args.rerank
+        ]
+        for key in keys:
+            label = names.get(key) or f"{names[key.split(' ', 1)[1]]}, SigLIP re-rank of {args.rerank}"
+            rows.append((f"captioner {label}", {part: s.get(key) for part, s in scores.items()}))
+        if not args.no_probes:
+            probe_rows.append(
+                ("captioner", probes(lambda px: cap.model.encode_image(px).mean(1), args.data, size))
+            )
     print(
-        "test = scenes with colour-shape pairs never seen in training (green triangle, red square, blue circle)"
+        f"\n{args.data}: seen = val scenes of pairs seen in training; val pair = val scenes with the validation"
     )
-    print(f"  {'':32s} {'val':>6s} {'test':>6s}")
-    for name, (v, t) in rows:
-        print(f"  {name:32s} {v:6.3f} {t:6.3f}")
-    print(f"\ngenerated vs true captions, test split ({ckpt}):")
-    for name, pred, truth in examples[: args.examples]:
-        mark = "ok " if pred == truth else "   "
-        print(f"  {mark}{name}  generated: {pred}\n     {' ' * len(name)}  true:      {truth}")
-    print(f"\ncaption your own image: .venv/bin/vision-lm caption --checkpoint {ckpt} --image FILE")
+    print("held-out pair; test = scenes with the test's held-out pairs (never in training or validation)")
+    width = max(len(name) for name, _ in rows + [("x" * 40, {})])
+    print(f"  {'':{width}s} " + " ".join(f"{p:>8s}" for p in PARTS))
+    for name, by_part in rows:
+        print(f"  {name:{width}s} " + " ".join(f"  {fmt(by_part.get(p))}" for p in PARTS))
+    if any(r is not None for _, r in probe_rows):
+        print(
+            "diagnosis: linear probes on frozen image embeddings of one-shape images, fit on train (seen pairs):"
+        )
+        for title, result in probe_rows:
+            for attribute, by_part in (result or {}).items():
+                name = f"{title} {attribute} probe"
+                print(f"  {name:{width}s} " + " ".join(f"  {fmt(by_part.get(p))}" for p in PARTS))
+    if examples:
+        print(f"\ngenerated vs true captions of held-out test images ({ckpt}):")
+        for name, pred, truth in examples[: args.examples]:
+            mark = "ok " if pred == truth else "   "
+            print(f"  {mark}{name}  generated: {pred}\n     {' ' * len(name)}  true:      {truth}")
+        print(f"\ncaption your own image: .venv/bin/vision-lm caption --checkpoint {ckpt} --image FILE")
 
 
 if __name__ == "__main__":
