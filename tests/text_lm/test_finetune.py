@@ -148,3 +148,21 @@ def test_finetune_configs_parse(config, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "tokenizer:" in out and ("rank: 8" in out) == ("lora" in config)
+
+
+def test_export_gguf_writes_the_merged_weights(lora_run):
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    from shared.nn.lora import merge_lora
+
+    root, _, last = lora_run
+    text_lm(["export-gguf", "--checkpoint", str(last), "--out", str(root / "m.gguf")])
+    model, _ = model_from_checkpoint(last)
+    base_o = model.stack.layers[0].attn.o_proj.weight.detach().clone()
+    merge_lora(model)
+    merged_o = model.stack.layers[0].attn.o_proj.weight.detach()
+    tensors = {t.name: t for t in gguf.GGUFReader(root / "m.gguf").tensors}
+    written = torch.from_numpy(np.array(tensors["blk.0.attn_output.weight"].data)).reshape(merged_o.shape)
+    assert not torch.equal(merged_o, base_o)  # the adapters moved it
+    torch.testing.assert_close(written, merged_o, atol=0, rtol=0)
