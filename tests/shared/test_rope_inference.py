@@ -70,4 +70,4 @@ def test_captioning_then_training_step():
     model.train()
     ids = torch.randint(3, 50, (2, 6))
     model(pixels, ids, torch.tensor([3, 2])).float().logsumexp(-1).mean().backward()
-    assert model.decoder.layers[0].attn.q_proj.weight.grad is not None
+    assert model.decoder.layers[0].attn.qkv_proj.weight.grad is not None
