@@ -222,7 +222,7 @@ def train(a, train_data: np.ndarray, val_data: np.ndarray, vocab_size: int) -> t
 
     X, Y = get_batch("train")
     step_times, evals = [], []
-    iter_num, t_start = 0, time.perf_counter()
+    iter_num, t_start, cpu_start = 0, time.perf_counter(), time.process_time()
     t0 = t_start
     while True:
         lr = get_lr(iter_num, a) if a.decay_lr else a.learning_rate
@@ -249,11 +249,12 @@ def train(a, train_data: np.ndarray, val_data: np.ndarray, vocab_size: int) -> t
         iter_num += 1
         if iter_num > a.max_iters:
             break
-    wall = time.perf_counter() - t_start
+    wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     steady = statistics.median(step_times)
     stats = {
         "iters": iter_num,
         "train_wall_s": wall,
+        "train_cpu_s": cpu,
         "median_step_ms": steady * 1000,
         "steady_tokens_per_s": a.batch_size * a.block_size / steady,
         "evals": evals,

@@ -145,8 +145,11 @@ def test_every_text_config_parses(config, shakespeare_bpe, capsys):
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_text_config_instantiates_and_trains_a_step(config, shakespeare_bpe, tmp_path):
-    """The YAML's own model (full size) on CPU: one fast_dev_run step on a 16-token window."""
+    """The YAML's own model (full size, the fixture's vocabulary: nanogpt-char's byte-level 261 is
+    smaller than its 320) on CPU: one fast_dev_run step on a 16-token window."""
+    vocab = str(json.loads((shakespeare_bpe / "meta.json").read_text())["vocab_size"])
     text_lm(["fit", "-c", str(ROOT / "configs/text" / config), "--data.data_dir", str(shakespeare_bpe),
+             "--model.config.vocab_size", vocab,
              "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32",
              "--trainer.fast_dev_run", "1", "--trainer.enable_progress_bar", "false",
              "--trainer.enable_model_summary", "false", "--model.compile", "false",
