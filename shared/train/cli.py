@@ -5,6 +5,8 @@ It fixes the known pitfalls once:
   moves logs and checkpoints together and configs never hard-code a `save_dir`;
 - ModelCheckpoint (last + best by `val/loss`), LearningRateMonitor, Throughput, NonFiniteGuard
   and Budget always present and configurable (`--checkpoint.*`, `--nonfinite.*`, `--budget.*`);
+- `trainer.precision: auto` (shared/train/precision.py): bf16-mixed where bf16 matmuls measure
+  faster, else fp32, printed at start;
 - `trainer.max_time` handed to Budget (`shared/train/budget.py`) instead of Lightning's Timer: it
   stops the run on training time (validation excluded), the clock time-budgeted schedules read;
 - checkpoints written atomically (`shared/train/checkpoint_io.py`), so a kill never leaves a
@@ -25,6 +27,7 @@ import warnings
 from pathlib import Path
 
 from shared.errors import UserError
+from shared.train.precision import trainer_class
 from shared.train.quiet import quiet
 
 CKPT_KEYWORDS = ("last", "best", "hpc")
@@ -51,6 +54,7 @@ def run_cli(
             args=args,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": prog, "default_env": False, "exit_on_error": False},
+            trainer_class=trainer_class(),
             trainer_defaults={"default_root_dir": "runs"},
         )
     except FloatingPointError as e:  # NonFiniteGuard: the run's logs and checkpoints stay
@@ -102,6 +106,7 @@ def resolve_config(
             subclass_mode_model=subclass_mode_model,
             args=args,
             parser_kwargs={"prog": prog, "default_env": False, "exit_on_error": False},
+            trainer_class=trainer_class(),
             trainer_defaults={"default_root_dir": "runs"},
         )
     except _Resolved as done:
