@@ -2,6 +2,7 @@
 
     python benchmarks/prepare_bench.py make-corpus --out /tmp/corpus2g --gb 2
     python benchmarks/prepare_bench.py memory --corpus /tmp/corpus2g /tmp/corpus05g --tokenizer T.json
+    python benchmarks/prepare_bench.py tokenizer --corpus /tmp/corpus2g --sample-mb 50 200
     python benchmarks/prepare_bench.py workers --corpus /tmp/corpus05g --mb 120 --tokenizer T.json
     python benchmarks/prepare_bench.py shipped [--before COMMIT] [--rounds 3]
 
@@ -14,6 +15,9 @@ MB/s and the peak resident memory of the whole process tree (the parent and its 
 workers): /proc/PID/status VmRSS of every process of the tree, summed, polled every 50 ms.
 The sum counts pages that forked workers share with the parent once per process, so it is an
 upper bound of the memory really used.
+
+`tokenizer` measures tokenizer training alone (`--tokenizer-sample-bytes`, or all of the
+training split): the child is stopped as soon as it has written tokenizer.json.
 
 `workers` prepares the first `--mb` of a corpus with 1 and with N worker processes, in
 alternating rounds (same machine, same load), reports the ratio and checks that both wrote
@@ -28,6 +32,7 @@ import argparse
 import filecmp
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,9 +87,25 @@ def tree_rss_mb(root: int) -> float:
     return total / 1024
 
 
-def run_measured(argv: list[str], cwd: Path = ROOT) -> tuple[float, float, str]:
-    """(wall seconds, peak tree RSS MB, stdout) of `python -m text_lm.prepare ARGV` run in `cwd`."""
+CPU = {"tree": 0.0, "parent": 0.0}  # CPU seconds of the last run_measured: whole tree, parent alone
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one live process, from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_measured(argv: list[str], cwd: Path = ROOT, until: Path | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak tree RSS MB, stdout) of `python -m text_lm.prepare ARGV` run in `cwd`
+    (stopped, and timed, as soon as the file `until` appears, if given). CPU seconds of the
+    tree (getrusage of waited children: the workers are waited by the parent) and of the parent
+    (last /proc reading) go to CPU."""
     env = {**os.environ, "PYTHONPATH": str(cwd)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-m", "text_lm.prepare", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE, text=True
@@ -92,8 +113,16 @@ def run_measured(argv: list[str], cwd: Path = ROOT) -> tuple[float, float, str]:
     peak = 0.0
     while child.poll() is None:
         peak = max(peak, tree_rss_mb(child.pid))
+        CPU["parent"] = cpu_seconds(child.pid) or CPU["parent"]
+        if until is not None and until.exists():
+            wall = time.perf_counter() - t0
+            child.kill()
+            child.wait()
+            return wall, peak, ""
         time.sleep(0.05)
     out = child.stdout.read()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["tree"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if child.returncode:
         raise SystemExit(f"prepare failed ({child.returncode}): {out}")
     return time.perf_counter() - t0, peak, out
@@ -118,6 +147,27 @@ def memory(args) -> None:
             )
 
 
+def tokenizer(args) -> None:
+    """Tokenizer training alone (the child is stopped once tokenizer.json is written)."""
+    print(
+        "| corpus | sample | wall s to tokenizer.json | peak RSS of the process tree, MB |\n|---|---:|---:|---:|"
+    )
+    for sample in args.sample_mb:
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            argv = [
+                "--input",
+                args.corpus,
+                "--vocab-size",
+                str(args.vocab_size),
+                "--out",
+                tmp,
+                "--no-progress",
+            ]
+            argv += ["--tokenizer-sample-bytes", str(int(sample * 1e6))] if sample else []
+            wall, peak, _ = run_measured(argv, until=Path(tmp) / "tokenizer.json")
+            print(f"| {args.corpus} | {f'{sample:g} MB' if sample else 'all'} | {wall:.0f} | {peak:.0f} |")
+
+
 def workers(args) -> None:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         src = Path(tmp) / "in"
@@ -129,6 +179,7 @@ def workers(args) -> None:
             shutil.copy(f, src / f.name)
             size += f.stat().st_size
         walls: dict[int, list[float]] = {1: [], args.n: []}
+        cpus: dict[int, list[float]] = {1: [], args.n: []}
         for r in range(args.rounds):
             for n in (1, args.n) if r % 2 == 0 else (args.n, 1):
                 out = Path(tmp) / f"out{n}"
@@ -146,6 +197,11 @@ def workers(args) -> None:
             f"\n{size / 1e6:.0f} MB: 1 process {size / 1e6 / m1:.1f} MB/s, {args.n} workers {size / 1e6 / mn:.1f} MB/s "
             f"(median of {args.rounds}): {m1 / mn:.2f}x; identical files: {same}"
         )
+        c1, cn = statistics.median(cpus[1]), statistics.median(cpus[args.n])
+        print(
+            f"CPU seconds of the tree: 1 process {c1:.1f}, {args.n} workers {cn:.1f} (parallel overhead "
+            f"{cn / c1 - 1:+.0%}); on {args.n} idle cores the CPU-bound ratio is at most {args.n * c1 / cn:.2f}x"
+        )
 
 
 def shipped(args) -> None:
@@ -159,12 +215,12 @@ def shipped(args) -> None:
         walls: dict[str, list[float]] = {k: [] for k in trees}
         for r in range(args.rounds):
             for name in list(trees) if r % 2 == 0 else list(trees)[::-1]:
-                out = Path(tmp) / name.split()[0]
+                out = Path(tmp) / f"out_{name.split()[0]}"
                 shutil.rmtree(out, ignore_errors=True)
                 wall, peak, _ = run_measured(["--out", str(out), "--no-progress"], cwd=trees[name])
                 walls[name].append(wall)
                 print(f"round {r}: {name}: {wall:.1f} s, peak tree RSS {peak:.0f} MB")
-        a, b = Path(tmp) / "now", Path(tmp) / "before"
+        a, b = Path(tmp) / "out_now", Path(tmp) / "out_before"
         same = all(filecmp.cmp(a / f.name, b / f.name, shallow=False) for f in b.iterdir())
         med = {k: statistics.median(v) for k, v in walls.items()}
         print(
@@ -186,6 +242,12 @@ def main() -> None:
     mem.add_argument("--corpus", nargs="+", required=True)
     mem.add_argument("--tokenizer", required=True)
     mem.add_argument("--workers", type=int, default=None)
+    t = sub.add_parser("tokenizer")
+    t.add_argument("--corpus", required=True)
+    t.add_argument("--vocab-size", type=int, default=4096)
+    t.add_argument(
+        "--sample-mb", type=float, nargs="+", default=[50, 200], help="0: the whole training split"
+    )
     w = sub.add_parser("workers")
     w.add_argument("--corpus", required=True)
     w.add_argument("--tokenizer", required=True)
@@ -200,7 +262,7 @@ def main() -> None:
     if args.cmd == "make-corpus":
         make_corpus(args.out, args.gb, seed=args.seed)
     else:
-        {"memory": memory, "workers": workers, "shipped": shipped}[args.cmd](args)
+        {"memory": memory, "tokenizer": tokenizer, "workers": workers, "shipped": shipped}[args.cmd](args)
     print(f"\nload after: {os.getloadavg()}")
 
 

@@ -208,3 +208,25 @@ def test_hub_streaming_code_path_offline_on_a_local_dataset_folder(tmp_path, mon
     assert hub["sources"]["val"] == [f"hf:{folder}:train[{ref['n_documents']['train']}:20]"]
     assert hub["n_tokens"] == ref["n_tokens"] and hub["tokenizer_sha256"] == ref["tokenizer_sha256"]
     assert (tmp_path / "hub" / "train.bin").read_bytes() == (tmp_path / "ref" / "train.bin").read_bytes()
+
+
+def test_a_damaged_shard_listing_is_one_clear_error(inputs, tok_file, tmp_path):
+    out = tmp_path / "sharded"
+    meta = prepare(out, inputs, tokenizer=tok_file, shard_bytes=SHARD, num_workers=1, progress=False)
+    for change, message in [
+        (
+            lambda m: m["shards"]["train"][1].update(file="../train-00001.bin"),
+            "is not a train-NNNNN.bin name",
+        ),
+        (lambda m: m["shards"]["train"][1].update(n_tokens=5), "its shards add up to"),
+        (lambda m: m["shards"].pop("val"), "must map 'train' and 'val' to lists"),
+    ]:
+        bad = json.loads(json.dumps(meta))
+        change(bad)
+        (out / "meta.json").write_text(json.dumps(bad))
+        with pytest.raises(UserError, match=message):
+            load_prepared(out)
+    (out / "meta.json").write_text(json.dumps(meta))
+    (out / "train-00002.bin").unlink()
+    with pytest.raises(UserError, match="train-00002.bin not found"):
+        load_prepared(out)
