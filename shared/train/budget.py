@@ -1,5 +1,5 @@
 """`Budget`: what a run may spend (optimizer steps, training seconds, tokens) and how much it has spent,
-which is what the learning-rate schedule reads (ARCHITECTURE.md section 11).
+which is what the learning-rate schedule reads (ARCHITECTURE.md section 13).
 
 Which budget drives the schedule:
 - `trainer.max_steps` set: the step budget, p = step / max_steps (a `max_time` beside it is only a
