@@ -131,6 +131,36 @@ def test_moe_matches_a_loop_over_tokens():
     torch.testing.assert_close(y.reshape(-1, 16), torch.stack(ref), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_grouped_experts_equal_one_matmul_per_expert(bf16, monkeypatch):
+    """The grouped matmul over expert slices (one expert left without rows) gives the per-expert
+    loop's outputs and gradients, in fp32 and under bf16 autocast."""
+    import shared.nn.moe as moe_module
+
+    torch.manual_seed(0)
+    moe = MoE(16, MoEConfig(n_experts=4, top_k=1), hidden_dim=24)
+    for p in (moe.gate_proj, moe.up_proj, moe.down_proj):
+        torch.nn.init.normal_(p, std=0.2)
+    x, counts = torch.randn(9, 16), torch.tensor([3, 0, 4, 2])  # expert 1 gets no rows
+
+    def run():
+        moe.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = moe.experts(x, counts)
+        y.float().square().sum().backward()
+        return y.float(), [p.grad.clone() for p in (moe.gate_proj, moe.up_proj, moe.down_proj)]
+
+    assert moe_module._grouped_mm_ok(x)
+    grouped = run()
+    monkeypatch.setattr(moe_module, "_grouped_mm_ok", lambda x: False)
+    loop = run()
+    tol = dict(atol=2e-2, rtol=2e-2) if bf16 else dict(atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grouped[0], loop[0], **tol)
+    for a, b in zip(grouped[1], loop[1]):
+        torch.testing.assert_close(a, b, **tol)
+    assert grouped[1][0][1].abs().sum() == 0  # no rows, no gradient
+
+
 def test_aux_loss_is_one_when_uniform_larger_when_collapsed_and_reaches_router():
     torch.manual_seed(0)
     moe = MoE(16, MoEConfig(n_experts=4, top_k=2), hidden_dim=24)
