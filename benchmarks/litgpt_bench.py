@@ -12,7 +12,8 @@ The litgpt config mirrors the preset (RMSNorm, full-width RoPE, SwiGLU "LLaMAMLP
 n_query_groups, no biases, sequential residual) and litgpt's head is tied to its embedding by
 hand (litgpt has no tying option), so both models hold the same tensors; the script checks
 that their logits agree before timing anything. Generation: litgpt's own `generate` (batch 1)
-and `batched_generate_fn` (batch > 1) vs our `text_lm.generate.generate_tokens`, greedy.
+and `batched_generate_fn` (batch > 1) vs our `text_lm.generate.generate_tokens`, greedy; litgpt
+also on one thread, the count our decoder picks for a model this small (text_lm/decode.py).
 """
 
 from __future__ import annotations
@@ -90,9 +91,9 @@ def litgpt_twin(ours: Llama, block_size: int) -> GPT:
         a, mlp, h = layer.attn, layer.mlp, f"transformer.h.{i}"
         sd[f"{h}.norm_1.weight"] = layer.attn_norm.weight
         sd[f"{h}.norm_2.weight"] = layer.mlp_norm.weight
-        sd[f"{h}.attn.qkv.weight"] = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+        sd[f"{h}.attn.qkv.weight"] = a.qkv_proj.weight  # rows q | k | v, as litgpt's fused qkv
         sd[f"{h}.attn.proj.weight"] = a.o_proj.weight
-        sd[f"{h}.mlp.fc_1.weight"], sd[f"{h}.mlp.fc_2.weight"] = mlp.gate_proj.weight, mlp.up_proj.weight
+        sd[f"{h}.mlp.fc_1.weight"], sd[f"{h}.mlp.fc_2.weight"] = mlp.gate_up_proj.weight.chunk(2)
         sd[f"{h}.mlp.proj.weight"] = mlp.down_proj.weight
     sd["lm_head.weight"] = ours.lm_head.weight
     m.load_state_dict({k: v.detach().clone() for k, v in sd.items()})
@@ -166,7 +167,15 @@ def generation_runs(ours: Llama, lit: GPT, prompt: torch.Tensor, new: int, out: 
             out["litgpt"] = torch.stack([torch.stack(s).view(-1) for s in steps], 1)
         return batch * new
 
-    return {"ours": run_ours, "litgpt": run_lit}
+    def run_lit_one_thread():
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return run_lit()
+        finally:
+            torch.set_num_threads(before)
+
+    return {"ours": run_ours, "litgpt": run_lit, "litgpt 1 thread": run_lit_one_thread}
 
 
 def generate_rows(cfg, args) -> list[list]:
@@ -182,8 +191,18 @@ def generate_rows(cfg, args) -> list[list]:
             generation_runs(ours, lit, prompt, args.new_tokens, out), rounds=args.rounds, warmup=1
         )
         same = (out["ours"] == out["litgpt"]).float().mean().item()
-        a, b = r["ours"], r["litgpt"]
-        rows.append([batch, f"{a:,.0f}", f"{b:,.0f}", f"{a / b:.2f}x ({goal(a / b >= 1.5)})", f"{same:.0%}"])
+        a, b, b1 = r["ours"], r["litgpt"], r["litgpt 1 thread"]
+        rows.append(
+            [
+                batch,
+                f"{a:,.0f}",
+                f"{b:,.0f}",
+                f"{a / b:.2f}x ({goal(a / b >= 1.5)})",
+                f"{b1:,.0f}",
+                f"{a / b1:.2f}x ({goal(a / b1 >= 1.5)})",
+                f"{same:.0%}",
+            ]
+        )
     return rows
 
 
@@ -217,7 +236,8 @@ def main():
         print(
             f"Greedy generation, prompt {args.prompt_len} tokens + {args.new_tokens} new (prefill included):\n"
         )
-        head = ["batch", "ours tok/s", "litgpt tok/s", "ours / litgpt (goal 1.5x)", "same tokens"]
+        head = ["batch", "ours tok/s", "litgpt tok/s", "ours / litgpt (goal 1.5x)", "litgpt 1 thread tok/s"]
+        head += ["ours / litgpt 1 thread", "same tokens"]
         print(table(head, rows))
 
 

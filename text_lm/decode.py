@@ -17,8 +17,10 @@ The weights are the model's own fused projections (qkv_proj, gate_up_proj: one m
 transposed once to (in, out) for a small model (see `packed`), the caches are the model's `KVCache` buffers (the prompt is prefilled by the model's
 own forward, so chunked prefill and masks stay in one place), and RoPE tables are computed
 once. Anything the flat step does not know (an MoE or other registered feed-forward, a
-LayerNorm, QK-norm) is called as the module itself, so every model decodes; the test
-compares the tokens with the full-forward argmax path.
+LayerNorm, QK-norm) is called as the module itself; a LoRA-adapted projection is read merged;
+a model with a mixer or linear layer it cannot read decodes through `ModuleStepper` (the
+model's forward, step by step). tests/text_lm/test_decode.py compares the logits and tokens
+with the full-forward path.
 
 Threads: a small model's step is a chain of ops of a few microseconds each, and every op
 that opens an OpenMP parallel region (matmul, batched matmul, softmax) makes all threads meet;
@@ -83,6 +85,30 @@ def _linear(x: torch.Tensor, wt: torch.Tensor, b: torch.Tensor | None) -> torch.
     return torch.mm(x, wt) if b is None else torch.addmm(b, x, wt)
 
 
+class ModuleStepper:
+    """The same interface over the model's own forward with its KV caches: for a model the flat
+    step cannot read (a custom mixer, an unknown linear layer)."""
+
+    def __init__(self, model: Llama, batch_size: int, max_len: int):
+        self.model, self.caches, self.pos = model, model.make_kv_caches(batch_size, max_len), 0
+
+    def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
+        self.pos = prompt.shape[1]
+        return self.model(prompt, kv_caches=self.caches).logits[:, -1]
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        self.pos += 1
+        return self.model(tok[:, None], kv_caches=self.caches, start_pos=self.pos - 1).logits[:, -1]
+
+
+def make_decoder(model: Llama, batch_size: int, max_len: int, **options) -> Decoder | ModuleStepper:
+    """A `Decoder` for `model`, or a `ModuleStepper` where the flat step cannot read a layer."""
+    try:
+        return Decoder(model, batch_size, max_len, **options)
+    except TypeError:
+        return ModuleStepper(model, batch_size, max_len)
+
+
 class Decoder:
     """Greedy/sampled decoding of `model` for `batch_size` rows of up to `max_len` positions.
 
@@ -132,12 +158,16 @@ class Decoder:
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
 
     def _mat(self, linear: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if type(linear) is not torch.nn.Linear:  # a LoRA-adapted layer: its merged weight
+            if not hasattr(linear, "merged"):
+                raise TypeError(f"Decoder cannot read a {type(linear).__name__} as a matrix")
+            linear = linear.merged()
         wt = linear.weight.detach().t()  # (in, out)
         return (wt.contiguous() if self.packed else wt), linear.bias
 
     def _layer(self, layer) -> dict:
         attn, mlp = layer.attn, layer.mlp
-        if not isinstance(attn, Attention):
+        if type(attn) is not Attention:
             raise TypeError(f"Decoder needs the built-in attention mixer, got {type(attn).__name__}")
         d = {
             "attn_norm": _norm_fn(layer.attn_norm),

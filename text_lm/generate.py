@@ -15,7 +15,7 @@ import torch
 
 from shared.errors import UserError
 from shared.nn.sampling import decode_step
-from text_lm.decode import Decoder
+from text_lm.decode import make_decoder
 from text_lm.model import Llama
 
 
@@ -55,7 +55,7 @@ def generate_tokens(
         )
         return
     on_gpu = prompt.device.type == "cuda"
-    decoder = Decoder(model, B, T0 + max_new_tokens, compile=compile, cuda_graph=compile and on_gpu)
+    decoder = make_decoder(model, B, T0 + max_new_tokens, compile=compile, cuda_graph=compile and on_gpu)
     logits = decoder.prefill(prompt)
     done = torch.zeros(B, dtype=torch.bool, device=prompt.device)
     for step in range(max_new_tokens):

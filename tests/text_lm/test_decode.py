@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from text_lm.config import LlamaConfig
-from text_lm.decode import Decoder
+from text_lm.decode import Decoder, ModuleStepper, make_decoder
 from text_lm.generate import generate
 from text_lm.model import Llama
 
@@ -58,3 +58,23 @@ def test_the_callers_thread_count_is_restored():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_model_the_flat_step_cannot_read_decodes_through_its_forward():
+    """A mixer the decoder does not know (here a subclass of Attention) -> the module-by-module
+    stepper, with the same greedy tokens as the full forward."""
+    from shared.nn.attention import Attention
+
+    class Custom(Attention):
+        pass
+
+    model = small("llama-tiny")
+    layer = model.stack.layers[0]
+    custom = Custom(model.stack.cfg)
+    custom.load_state_dict(layer.attn.state_dict())
+    layer.attn = custom
+    assert isinstance(make_decoder(model, 1, 8), ModuleStepper)
+    prompt = torch.randint(0, 97, (1, 3), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(
+        generate(model, prompt, 8, temperature=0), generate(model, prompt, 8, temperature=0, use_cache=False)
+    )
