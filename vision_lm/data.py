@@ -196,7 +196,8 @@ class ImageTextDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ data
     def _stream(self, image_size: int) -> ShapesStream:
         tasks = MODE_TASKS[self.mode]
-        n = self.samples_per_epoch or max(self.info.get("splits", {}).get("train", 0) * len(tasks), 1)
+        folder = self.info.get("splits", {}).get("train", 0) * len(tasks)
+        n = self.samples_per_epoch or folder or 10_000 * len(tasks)  # a folder made with --n-train 0
         return ShapesStream(self.info["seed"], image_size, n, self.diversity, tasks)
 
     def dataset(self, split: str) -> Dataset:
@@ -231,25 +232,14 @@ class ImageTextDataModule(L.LightningDataModule):
     def _check_lengths(self, split: str, ds: ImageTextDataset) -> None:
         """Warn once, clearly, when texts do not fit max_len: they would be cut in training and scored
         cut in evaluation. Evaluation splits are checked in full, training on its first CHECK_TEXTS."""
-        limit = CHECK_TEXTS if split == "train" else None
-        pairs = [p for n, p in zip(range(limit or len(ds)), ds.pairs())]
-        encoder = TextEncoder(self.tokenizer, self.max_len)
-        longest = 0
-        for rec, task in pairs:
-            if self.mode == "contrastive":
-                need = len(encoder.ids(rec.text)) + 1  # + <|eos|>
-            else:
-                prefix = VQA_PREFIX.format(question=rec.question) if task == "vqa" else CAPTION_PREFIX
-                suffix = rec.answer if task == "vqa" else rec.text
-                need = len(encoder.ids(prefix)) + len(encoder.ids(suffix)) + 3  # bos, sep, eos
-            longest = max(longest, need)
-            encoder.truncated += need > self.max_len
-        if encoder.truncated:
-            n, m = encoder.truncated, self.max_len
-            checked = f"{len(pairs)}" + (" (the first)" if limit and len(ds) > limit else "")
+        limit = CHECK_TEXTS if split == "train" else len(ds)
+        pairs = [p for _, p in zip(range(limit), ds.pairs())]
+        cut, longest = TextEncoder(self.tokenizer, self.max_len).overlong(pairs, self.mode == "contrastive")
+        if cut:
+            checked = f"{len(pairs)}" + (" (the first)" if len(ds) > limit else "")
             rank_zero_warn(
-                f"{self.data_dir} {split}: {n} of {checked} texts are longer than max_len={m} tokens "
-                f"(the longest needs {longest}) and are cut"
+                f"{self.data_dir} {split}: {cut} of {checked} texts are longer than max_len={self.max_len} "
+                f"tokens (the longest needs {longest}) and are cut"
                 + ("; evaluation scores the cut texts" if split != "train" else "")
                 + f": raise the model's text max_len to {longest} to keep them whole"
             )

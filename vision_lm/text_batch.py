@@ -30,8 +30,12 @@ TASKS = ("caption", "vqa")
 """Row kinds of a captioning/VQA batch; `batch["task"]` holds the index."""
 
 
+CACHE_TEXTS = 100_000
+"""Distinct strings an encoder remembers: the shapes language fits; a large real corpus is not held."""
+
+
 class TextEncoder:
-    """Encodes texts with a tokenizer, remembering each string (captions repeat a lot)."""
+    """Encodes texts with a tokenizer, remembering up to CACHE_TEXTS strings (captions repeat a lot)."""
 
     def __init__(self, tokenizer: Tokenizer, max_len: int):
         self.tokenizer, self.max_len = tokenizer, max_len
@@ -42,7 +46,9 @@ class TextEncoder:
     def ids(self, text: str) -> list[int]:
         out = self._cache.get(text)
         if out is None:
-            out = self._cache[text] = self.tokenizer.encode(text)
+            out = self.tokenizer.encode(text)
+            if len(self._cache) < CACHE_TEXTS:
+                self._cache[text] = out
         return out
 
     def caption(self, text: str) -> list[int]:
@@ -73,6 +79,21 @@ class TextEncoder:
         pad = self.max_len - len(pre) - len(suf)
         mask = [False] * len(pre) + [True] * len(suf) + [False] * pad
         return pre + suf + [tok.pad_id] * pad, len(pre), mask
+
+    def overlong(self, pairs, contrastive: bool) -> tuple[int, int]:
+        """(texts that would be cut, the longest layout in tokens) of (record, task) pairs, where a
+        record has text, question and answer; nothing is cut or counted in `truncated` here."""
+        cut = longest = 0
+        for rec, task in pairs:
+            if contrastive:
+                need = len(self.ids(rec.text)) + 1  # + <|eos|>
+            elif task == "vqa":
+                need = len(self.ids(VQA_PREFIX.format(question=rec.question))) + len(self.ids(rec.answer)) + 3
+            else:
+                need = len(self.ids(CAPTION_PREFIX)) + len(self.ids(rec.text)) + 3  # bos, sep, eos
+            cut += need > self.max_len
+            longest = max(longest, need)
+        return cut, longest
 
     def prefix_suffix_batch(self, prefixes: list[str], suffixes: list[str]) -> dict[str, torch.Tensor]:
         """input_ids (B, max_len), prefix_len (B,), loss_mask (B, max_len) bool."""
