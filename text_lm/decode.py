@@ -52,6 +52,10 @@ SMALL = 2**26
 """batch x parameters below which decoding runs on one thread (llama-tiny at batch 8: 44M)."""
 
 
+class Unsupported(TypeError):
+    """A layer the flat step cannot read (`make_decoder` then steps through the model's forward)."""
+
+
 @contextmanager
 def _threads(n: int):
     before = torch.get_num_threads()
@@ -105,7 +109,7 @@ def make_decoder(model: Llama, batch_size: int, max_len: int, **options) -> Deco
     """A `Decoder` for `model`, or a `ModuleStepper` where the flat step cannot read a layer."""
     try:
         return Decoder(model, batch_size, max_len, **options)
-    except TypeError:
+    except Unsupported:
         return ModuleStepper(model, batch_size, max_len)
 
 
@@ -160,7 +164,7 @@ class Decoder:
     def _mat(self, linear: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
         if type(linear) is not torch.nn.Linear:  # a LoRA-adapted layer: its merged weight
             if not hasattr(linear, "merged"):
-                raise TypeError(f"Decoder cannot read a {type(linear).__name__} as a matrix")
+                raise Unsupported(f"Decoder cannot read a {type(linear).__name__} as a matrix")
             linear = linear.merged()
         wt = linear.weight.detach().t()  # (in, out)
         return (wt.contiguous() if self.packed else wt), linear.bias
@@ -168,7 +172,7 @@ class Decoder:
     def _layer(self, layer) -> dict:
         attn, mlp = layer.attn, layer.mlp
         if type(attn) is not Attention:
-            raise TypeError(f"Decoder needs the built-in attention mixer, got {type(attn).__name__}")
+            raise Unsupported(f"Decoder needs the built-in attention mixer, got {type(attn).__name__}")
         d = {
             "attn_norm": _norm_fn(layer.attn_norm),
             "mlp_norm": _norm_fn(layer.mlp_norm),
