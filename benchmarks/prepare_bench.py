@@ -173,11 +173,13 @@ def workers(args) -> None:
         src = Path(tmp) / "in"
         src.mkdir()
         size = 0
-        for f in sorted(Path(args.corpus).glob("*.txt")):
+        for f in sorted(Path(args.corpus).glob("*.txt")):  # whole files, the last one cut at a paragraph
             if size >= args.mb * 1e6:
                 break
-            shutil.copy(f, src / f.name)
-            size += f.stat().st_size
+            data = f.read_bytes()[: int(args.mb * 1e6) - size]
+            data = data[: data.rfind(b"\n\n") + 2] if len(data) < f.stat().st_size else data
+            (src / f.name).write_bytes(data)
+            size += len(data)
         walls: dict[int, list[float]] = {1: [], args.n: []}
         cpus: dict[int, list[float]] = {1: [], args.n: []}
         for r in range(args.rounds):
@@ -187,8 +189,10 @@ def workers(args) -> None:
                 argv = ["--input", str(src), "--tokenizer", str(args.tokenizer), "--out", str(out)]
                 wall, peak, _ = run_measured([*argv, "--num-workers", str(n), "--no-progress"])
                 walls[n].append(wall)
+                cpus[n].append(CPU["tree"])
                 print(
-                    f"round {r}: {n} worker(s) {wall:.1f} s ({size / 1e6 / wall:.1f} MB/s), peak tree RSS {peak:.0f} MB"
+                    f"round {r}: {n} worker(s) {wall:.1f} s ({size / 1e6 / wall:.1f} MB/s), peak tree RSS {peak:.0f} MB, "
+                    f"CPU s: tree {CPU['tree']:.1f}, parent {CPU['parent']:.1f}"
                 )
         a, b = Path(tmp) / "out1", Path(tmp) / f"out{args.n}"
         same = all(filecmp.cmp(a / f.name, b / f.name, shallow=False) for f in a.iterdir())

@@ -226,7 +226,8 @@ def test_cli_help_explains_every_flag():
     r = cli("--help")
     assert r.returncode == 0
     for flag in ("--input", "--hf-dataset", "--split", "--text-field", "--vocab-size", "--tokenizer", "--out",
-                 "--val-files", "--val-fraction", "--num-workers"):  # fmt: skip
+                 "--val-files", "--val-fraction", "--num-workers", "--hf-streaming", "--tokenizer-sample-bytes",
+                 "--shard-bytes", "--part"):  # fmt: skip
         assert flag in r.stdout
 
 

@@ -230,3 +230,23 @@ def test_a_damaged_shard_listing_is_one_clear_error(inputs, tok_file, tmp_path):
     (out / "train-00002.bin").unlink()
     with pytest.raises(UserError, match="train-00002.bin not found"):
         load_prepared(out)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["prepare", "--part", "2/2", "--tokenizer", "T"], "--part 2/2: I must be in 0..N-1"),
+        (["prepare", "--part", "half"], "expected I/N"),
+        (["prepare", "--shard-bytes", "0"], "--shard-bytes must be at least 1"),
+        (["merge"], "no meta.part-I-of-N.json in"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message, tok_file):
+    from text_lm.prepare import main as prepare_main
+
+    argv = [str(tok_file) if a == "T" else a for a in argv]
+    main, rest = (merge_main, [str(tmp_path)]) if argv[0] == "merge" else (prepare_main, argv[1:])
+    with pytest.raises(SystemExit) as exit_:
+        main([*rest, "--out", str(tmp_path / "out")] if main is prepare_main else rest)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1 and message in lines[0], lines
