@@ -2,7 +2,9 @@
 
 Logged (ARCHITECTURE.md section 5): train/loss, train/temperature (exp(t), the cosine's
 multiplier, 10 at the start), train/bias (b), train/grad_norm, val/loss, and at the end of
-each validation: val/zero_shot_acc, val/recall@{1,5}_{i2t,t2i} and a sigmoid(logit) image
+each validation: val/zero_shot_acc (and, on a split that mixes seen and held-out colour-shape pairs
+such as the shapes validation split with its own held-out pair, val/zero_shot_acc_seen and
+val/zero_shot_acc_held_out: the latter is for model selection), val/recall@{1,5}_{i2t,t2i} and a sigmoid(logit) image
 of the first 16 pairs (val/similarity, TensorBoard). `test` evaluates the test split,
 which for the shapes set holds the held-out colour-shape combinations, as test/*.
 
@@ -203,6 +205,11 @@ class SigLIPModule(System):
             self.log(
                 f"{split}/zero_shot_acc", zero_shot_accuracy(img[rows], labels, class_emb), sync_dist=True
             )
+            held = torch.tensor([bool(getattr(recs[r], "held_out", False)) for r in rows])
+            if held.any() and not held.all():  # a split mixing seen and held-out pairs: each part alone
+                for name, part in (("seen", ~held), ("held_out", held)):
+                    acc = zero_shot_accuracy(img[rows][part], labels[part], class_emb)
+                    self.log(f"{split}/zero_shot_acc_{name}", acc, sync_dist=True)
         self._log_similarity(split, img, txt, recs)
 
     def _log_similarity(self, split, img, txt, recs) -> None:

@@ -122,3 +122,14 @@ def test_light_commands_do_not_import_lightning():
     ).stdout
     assert out.strip().endswith("[]")
     assert "--labels" in out and "--template" in out and "--independent" in out
+
+
+def test_validation_scores_seen_and_held_out_pairs_apart(run, shapes):
+    import json
+
+    rows = [json.loads(line) for line in (shapes / "val" / "metadata.jsonl").read_text().splitlines()]
+    singles = {bool(r.get("held_out")) for r in rows if len(r["scene"]) == 1}
+    tags = logged_tags(run)
+    for tag in ("val/zero_shot_acc_seen", "val/zero_shot_acc_held_out"):
+        assert (tag in tags) == (singles == {True, False}), tag  # logged exactly when val mixes both kinds
+    assert singles == {True, False}  # the session set does mix them (version-2 shapes: odd val scenes)
