@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from shared.errors import UserError
 from shared.train.stream_sampler import StreamSampler
 from vision_lm.data import ImageTextDataModule
 from vision_lm.shapes_scene import NOT_IN_TRAINING, scene_from_json
@@ -115,3 +116,20 @@ def test_resume_reads_exactly_the_positions_of_an_uninterrupted_run(shapes, tmp_
     ckpt = next((tmp_path / "b").rglob("*.ckpt"))
     resumed = fit(shapes, tmp_path / "b", 15, ckpt=str(ckpt), workers=2)  # and through 2 workers
     assert resumed == straight[28:]
+
+
+def test_stream_options_are_checked_and_name_the_field(shapes):
+    with pytest.raises(
+        UserError, match=r"data\.stream_diversity\.hues: unknown option \(known: colour_jitter"
+    ):
+        ImageTextDataModule(str(shapes), stream_diversity={"hues": True})
+    with pytest.raises(UserError, match=r"data\.stream_diversity\.backgrounds must be true or false"):
+        ImageTextDataModule(str(shapes), stream_diversity={"backgrounds": "yes"})
+    dm = ImageTextDataModule(str(shapes), train_stream=True, stream_diversity={"extra_colors": True})
+    dm.setup("fit")
+    assert "cyan" in dm.info["train_colors"] and dm.info["train_shapes"] == [
+        "circle",
+        "square",
+        "triangle",
+        "diamond",
+    ]
