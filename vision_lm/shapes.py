@@ -227,8 +227,10 @@ def make_shapes(
     """Write the shapes data set to `out_dir` (layout in the module docstring); return its path.
 
     A complete folder made with the same arguments is left alone ("already exists, up to
-    date"). A folder made with other arguments is replaced only with `force=True`; a
-    non-empty folder that is not a shapes data set is never deleted.
+    date"); one made with the same arguments by an older `VERSION` is remade (so `make
+    demo-vision` keeps working after an upgrade). A folder made with other arguments is
+    replaced only with `force=True`; a non-empty folder that is not a shapes data set is
+    never deleted.
     """
     check_args(n_train, n_val, n_test, image_size)
     out_dir = Path(out_dir)
@@ -240,7 +242,14 @@ def make_shapes(
     if old_info == info:
         print(f"{out_dir} already exists, up to date")
         return out_dir
-    if old_info is not None and not force:
+    same_args = old_info is not None and all(
+        old_info.get(k) == info[k] for k in ("splits", "seed", "image_size")
+    )
+    if same_args and old_info.get("version") != VERSION:  # our own data from an older generator: remake it
+        print(
+            f"{out_dir} was made by make-shapes version {old_info.get('version')}; remaking it (version {VERSION})"
+        )
+    elif old_info is not None and not force:
         raise UserError(
             f"--out {out_dir} holds a shapes data set made with other arguments; pass --force to replace it"
         )

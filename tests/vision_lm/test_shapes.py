@@ -281,3 +281,12 @@ def test_small_images_and_light_imports(tmp_path):
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         == "False"
     )
+
+
+def test_a_folder_of_an_older_version_with_the_same_arguments_is_remade(tmp_path, capsys):
+    out = make_shapes(tmp_path / "ds", 3, 1, 1, progress=False)
+    info = read_info(out)
+    (out / "dataset_info.json").write_text(json.dumps({**info, "version": 1}))
+    make_shapes(out, 3, 1, 1, progress=False)
+    assert "was made by make-shapes version 1; remaking it" in capsys.readouterr().out
+    assert read_info(out) == info and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
