@@ -30,7 +30,7 @@ from text_lm.config import LlamaConfig
 from text_lm.model import Llama
 
 MFU_GOAL = {"fp32": 0.70, "bf16": 0.55}
-RATIO_GOAL = 1.05
+RATIO_GOAL = 1.10  # issue 12: fp32 eager >= 1.10x HF Llama and litgpt
 
 
 def measure(cfg: LlamaConfig, x: torch.Tensor, prec: str, compiled: bool, steps: int, rounds: int, dev: str):
@@ -95,7 +95,7 @@ def main():
         "mode",
         "ours tok/s",
         "HF Llama tok/s",
-        "ours / HF (goal 1.05x)",
+        f"ours / HF (goal {RATIO_GOAL:.2f}x)",
         "matmul peak GFLOP/s",
     ]
     print(table([*head, "ours MFU (goal 70% fp32, 55% bf16)", "HF MFU"], rows))
