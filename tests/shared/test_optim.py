@@ -119,11 +119,11 @@ def test_muon_adamw_steps_like_torch_muon_on_matrices_and_adamw_on_the_rest():
 
 def test_muon_adamw_resumes_from_its_state_dict_exactly():
     a = tiny_llama()
-    opt = MuonAdamW(param_groups(a), groups={"embedding": {"lr": 0.05}})
+    opt = MuonAdamW(param_groups(a), ns_dtype="float32", groups={"embedding": {"lr": 0.05}})
     train(a, opt, 2)
     b = copy.deepcopy(a)
     state = copy.deepcopy(opt.state_dict())
-    resumed = MuonAdamW(param_groups(b), groups={"embedding": {"lr": 0.05}})
+    resumed = MuonAdamW(param_groups(b), ns_dtype="float32", groups={"embedding": {"lr": 0.05}})
     resumed.load_state_dict(state)
     train(a, opt, 2)
     train(b, resumed, 2)
