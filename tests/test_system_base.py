@@ -267,7 +267,15 @@ def test_the_systems_share_the_base_skeleton(cls):
     assert not [name for name in SKELETON if name in vars(cls)]
     base = inspect.signature(System.__init__).parameters
     own = inspect.signature(cls.__init__).parameters  # LightningCLI reads these: YAML keys, --help
-    for name in ("optimizer", "warmup_steps", "min_lr_ratio", "compile", "gradient_checkpointing"):
+    for name in (
+        "optimizer",
+        "warmup_steps",
+        "min_lr_ratio",
+        "compile",
+        "gradient_checkpointing",
+        "schedule",
+        "decay_fraction",
+    ):
         assert own[name].default == base[name].default, name
         assert f"{name}:" in cls.__init__.__doc__
     assert own["config"].default is None

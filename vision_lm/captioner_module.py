@@ -21,6 +21,8 @@ rate factors are its hooks (`load_initial_weights`, `frozen_modules`, `param_gro
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
@@ -54,6 +56,8 @@ class CaptionerModule(System):
         vision_init_from: str | None = None,
         compile: bool = False,
         gradient_checkpointing: bool = False,
+        schedule: Literal["cosine", "wsd"] = "cosine",
+        decay_fraction: float = 0.2,
         max_new_tokens: int = 24,
         sample_images: int = 8,
     ):
@@ -72,6 +76,10 @@ class CaptionerModule(System):
             gradient_checkpointing: recompute each block's activations (image tower and decoder) in
                 the backward pass instead of keeping them: less memory, about one more forward pass,
                 the same gradients.
+            schedule: after the warmup, "cosine" down to min_lr_ratio, or "wsd" (the peak, then linear
+                to min_lr_ratio over the last decay_fraction), over the budget done: trainer.max_steps,
+                else trainer.max_time (training time) (shared/train/schedule.py).
+            decay_fraction: wsd: the last fraction of the budget over which the rate decays.
             max_new_tokens: tokens generated at most per validation/test example.
             sample_images: examples shown in samples/captions (0: none).
         """
@@ -82,6 +90,8 @@ class CaptionerModule(System):
             min_lr_ratio,
             compile,
             gradient_checkpointing,
+            schedule=schedule,
+            decay_fraction=decay_fraction,
         )
         if vision_lr_multiplier < 0:
             raise UserError(f"vision_lr_multiplier must be >= 0, got {vision_lr_multiplier}")

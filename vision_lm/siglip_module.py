@@ -19,6 +19,8 @@ this rank's images against every rank's texts under DDP; the logit formula is `l
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
@@ -48,6 +50,8 @@ class SigLIPModule(System):
         hard_negative_groups: dict[str, list[str]] | None = None,
         compile: bool = False,
         gradient_checkpointing: bool = False,
+        schedule: Literal["cosine", "wsd"] = "cosine",
+        decay_fraction: float = 0.2,
         similarity_images: int = 16,
     ):
         """
@@ -70,10 +74,21 @@ class SigLIPModule(System):
             compile: torch.compile the model (not the LightningModule).
             gradient_checkpointing: recompute each block's activations (both towers) in the backward
                 pass instead of keeping them: less memory, about one more forward pass, same gradients.
+            schedule: after the warmup, "cosine" down to min_lr_ratio, or "wsd" (the peak, then linear
+                to min_lr_ratio over the last decay_fraction), over the budget done: trainer.max_steps,
+                else trainer.max_time (training time) (shared/train/schedule.py).
+            decay_fraction: wsd: the last fraction of the budget over which the rate decays.
             similarity_images: pairs in the val/similarity image (0: none).
         """
         super().__init__(
-            config or SigLIPConfig(), optimizer, warmup_steps, min_lr_ratio, compile, gradient_checkpointing
+            config or SigLIPConfig(),
+            optimizer,
+            warmup_steps,
+            min_lr_ratio,
+            compile,
+            gradient_checkpointing,
+            schedule=schedule,
+            decay_fraction=decay_fraction,
         )
         self._outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._swapper = None
