@@ -54,20 +54,37 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def by_rung(results: list[dict]) -> list[list[dict]]:
+    """The results grouped by rung (one entry per seed), in ladder order."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(r["name"], []).append(r)
+    return list(groups.values())
+
+
+def _mean(rs: list[dict], key: str) -> float | None:
+    xs = [r[key] for r in rs if r.get(key) is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
 def markdown_table(results: list[dict]) -> str:
-    """One row per rung, in ladder order."""
+    """One row per rung, in ladder order: means over its seeds, and the spread (max - min) of bits per byte."""
     head = (
-        "| rung | params total | params active | tokens | fit time | val loss | val bits/byte "
-        "| tokens/s | peak memory | KV cache / token |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| rung | params total | params active | tokens | fit time | val loss | val bits/byte | seeds "
+        "| spread | tokens/s | peak memory | KV cache / token |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
-    rows = [
-        f"| {r['rung']} {r['label']} | {_millions(r['params_total'])} | {_millions(r['params_active'])} "
-        f"| {r['tokens']:,} | {r['fit_s']:.0f} s | {_num(r['val_loss'], '.4f')} | {_num(r['val_bpb'], '.4f')} "
-        f"| {_num(r['tokens_per_sec'], ',.0f')} | {_bytes(r['peak_memory_bytes'])} "
-        f"| {r['kv_cache_bytes_per_token']:,} B |"
-        for r in results
-    ]
+    rows = []
+    for rs in by_rung(results):
+        r, bpbs = rs[0], [x["val_bpb"] for x in rs if x.get("val_bpb") is not None]
+        spread = f"{max(bpbs) - min(bpbs):.4f}" if len(bpbs) > 1 else "-"
+        rows.append(
+            f"| {r['rung']} {r['label']} | {_millions(r['params_total'])} | {_millions(r['params_active'])} "
+            f"| {round(_mean(rs, 'tokens')):,} | {_mean(rs, 'fit_s'):.0f} s | {_num(_mean(rs, 'val_loss'), '.4f')} "
+            f"| {_num(_mean(rs, 'val_bpb'), '.4f')} | {len(rs)} | {spread} "
+            f"| {_num(_mean(rs, 'tokens_per_sec'), ',.0f')} | {_bytes(max(x['peak_memory_bytes'] for x in rs))} "
+            f"| {r['kv_cache_bytes_per_token']:,} B |"
+        )
     return head + "\n".join(rows) + "\n"
 
 
@@ -87,9 +104,11 @@ def markdown(meta: dict, results: list[dict]) -> str:
     memory = {r["peak_memory_kind"] for r in results}
     elem = "/".join(sorted({str(r["kv_bytes_per_element"]) for r in results}))
     return (
-        f"# Architecture ladder: GPT-2 -> Llama, one change per rung\n\n"
+        f"# Architecture ladder: GPT-2 -> Llama -> the 2025 recipe\n\n"
         f"{markdown_table(results)}\n"
-        f"- budget per rung: {meta['budget']}; same data (`{meta['data_dir']}`), tokenizer and seed\n"
+        f"- budget per rung: {meta['budget']}; same data (`{meta['data_dir']}`) and tokenizer; seeds "
+        f"{', '.join(str(s) for s in sorted({r.get('seed', 1337) for r in results}))} (each rung trained once "
+        f"per seed: the table gives means, and the spread = max - min of bits per byte)\n"
         f"- device: {meta['device']}; torch {meta['torch']}, lightning {meta['lightning']}\n"
         f"{commands(results)}"
         f"- val loss / bits per byte: the whole validation split after training (the curves in "
@@ -119,13 +138,19 @@ def plot(results: list[dict], path: Path) -> None:
     top = 1.04 * median([pts[0]["val_bpb"] for pts in curves if pts])
     bottom = min(values) - 0.04 * (top - min(values))
     fig, (by_tokens, by_time) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for r, pts, color in zip(results, curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        y = [p["val_bpb"] for p in pts]
+    colors = dict(
+        zip([rs[0]["name"] for rs in by_rung(results)], plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4)
+    )
+    labelled: set[str] = set()
+    for r, pts in zip(results, curves):  # one curve per seed, in its rung's colour
+        y, color = [p["val_bpb"] for p in pts], colors[r["name"]]
+        label = None if r["name"] in labelled else f"{r['rung']} {r['label']}"
+        labelled.add(r["name"])
         for ax, x in (
             (by_tokens, [p["tokens"] / 1e6 for p in pts]),
             (by_time, [p["wall_s"] / 60 for p in pts]),
         ):
-            ax.plot(x, [min(v, top) for v in y], "o-", ms=3, color=color, label=f"{r['rung']} {r['label']}")
+            ax.plot(x, [min(v, top) for v in y], "o-", ms=3, color=color, label=label)
             clipped = [(xi, top) for xi, v in zip(x, y) if v > top]
             if clipped:
                 ax.plot(*zip(*clipped), "^", ms=7, color=color, clip_on=False)

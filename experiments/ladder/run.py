@@ -6,6 +6,8 @@ before it in one place:
     0 GPT-2 baseline   LayerNorm, learned positions, GELU MLP, full multi-head attention
     1 +RMSNorm   2 +RoPE   3 +SwiGLU   4 +GQA (4 KV heads for 8 query heads)
     5 +MoE             8 experts of half the width, top-2: the same active parameters
+    6 2025 recipe      rung 4 with QK-norm, ReLU^2, zero-init outputs, soft-capped logits, an untied
+                       head, Muon + per-group learning rates and a WSD schedule (several changes)
 
 Each rung trains through the real `text-lm fit` in a fresh process (so its peak memory is its
 own), then its last checkpoint is scored on the whole validation split. Written into --out:
@@ -19,7 +21,9 @@ Budgets: --budget-tokens N trains every rung on the same N tokens (max_steps = N
 --budget-minutes M gives every rung M minutes (Lightning's max_time); its learning-rate schedule is
 sized from a timing of a few steps so that it ends about when the time does. Running some rungs
 again (`--rungs 3`, after changing 3-swiglu.yaml) with the same settings replaces their rows in the
-report and keeps the others.
+report and keeps the others. --seeds 1337,1338,1339 trains every rung once per seed (the model's
+initialisation and the training windows both follow it); the table gives the mean and the spread
+(max - min) over the seeds, the plot one curve per seed.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def build_parser() -> ArgumentParser:
         "--out", type=Path, default=Path("runs/ladder"), help="output folder (default runs/ladder)"
     )
     p.add_argument("--rungs", help="comma-separated rung numbers to run, e.g. 0,5 (default: all)")
+    p.add_argument("--seeds", default="1337", help="comma-separated seeds, each rung trains once per seed")
     p.add_argument("--configs", type=Path, default=ROOT / "configs/text/ladder", help="folder of rung YAMLs")
     p.add_argument(
         "--data-dir",
@@ -81,6 +86,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str], list[Path]]:
     for tok in passed:
         if tok.startswith("--") and tok[2:].split("=")[0].split(".")[0] not in PASSED_SECTIONS:
             p.error(f"unrecognized argument {tok}")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
     if args.budget_minutes is None:
         args.budget_tokens = DEFAULT_TOKENS if args.budget_tokens is None else args.budget_tokens
         if args.budget_tokens < 1:
@@ -130,14 +139,14 @@ def device_name() -> str:
     return f"CPU, {os.cpu_count()} cores ({name})"
 
 
-def earlier_rows(out: Path, setup: dict, rerun: set[str]) -> list[dict]:
-    """The rows of an earlier ladder in `out` made with the same setup, for the rungs not run again now,
-    so that re-running one changed rung (`--rungs 3`) updates its row and keeps the others."""
+def earlier_rows(out: Path, setup: dict, rerun: set[tuple[str, int]]) -> list[dict]:
+    """The rows of an earlier ladder in `out` made with the same setup, for the (rung, seed) pairs not
+    run again now, so that re-running one changed rung (`--rungs 3`) updates its rows and keeps the others."""
     try:
         rows = json.loads((out / "ladder.json").read_text())["rungs"]
     except (OSError, ValueError, KeyError):
         return []
-    return [r for r in rows if r.get("setup") == setup and r["name"] not in rerun]
+    return [r for r in rows if r.get("setup") == setup and (r["name"], r.get("seed", 1337)) not in rerun]
 
 
 @exit_on_user_error
@@ -160,12 +169,13 @@ def main(argv: list[str] | None = None) -> None:
     meta.update(lightning=lightning.__version__, out=str(args.out), command=command)
     setup = {**meta, "configs": str(args.configs.resolve()), "passed": passed}
     del setup["command"]
-    rows = earlier_rows(args.out, setup, {c.stem for c in configs})
-    for i, config in enumerate(configs):
-        progress = f"[ladder {i + 1}/{len(configs)}]"
-        row = run_rung(config, args.out, args.data_dir, passed, args.budget_tokens, minutes, progress)
+    runs = [(c, s) for c in configs for s in args.seeds]
+    rows = earlier_rows(args.out, setup, {(c.stem, s) for c, s in runs})
+    for i, (config, seed) in enumerate(runs):
+        progress = f"[ladder {i + 1}/{len(runs)}]"
+        row = run_rung(config, args.out, args.data_dir, passed, args.budget_tokens, minutes, progress, seed)
         row.update(command=command, setup=setup, finished=time.strftime("%Y-%m-%d %H:%M:%S"))
-        rows = sorted([*rows, row], key=lambda r: (str(type(r["rung"])), r["rung"]))
+        rows = sorted([*rows, row], key=lambda r: (str(type(r["rung"])), r["rung"], r.get("seed", 1337)))
         write_report(args.out, meta, rows)  # after every rung: an interrupted ladder keeps what it finished
     print(f"\n{markdown_table(rows)}\nwrote {args.out}/ladder.md, ladder.png and ladder.json")
     print(f"all rungs side by side: tensorboard --logdir {args.out}")

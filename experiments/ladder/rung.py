@@ -114,16 +114,15 @@ def seconds_per_step(cfg: dict) -> float:
 
 
 def plan_steps(cfg: dict, budget_tokens: int | None, budget_minutes: float | None) -> tuple[int, str | None]:
-    """(max_steps, max_time) of one rung. A time budget sizes the cosine schedule from a timing of a few
-    steps plus the periodic validations (a forward pass costs about a third of a training step);
-    max_time stops the rung at the budget whatever the estimate."""
+    """(steps, max_time) of one rung. A token budget is a step budget. Under a time budget, max_time is
+    the limit and the learning-rate schedule follows the training time (shared/train/budget.py), so
+    every rung's decay ends at the deadline; `steps` is then an estimate from a timing of a few steps,
+    used only to space the periodic validations."""
     if budget_minutes is None:
         return max(1, math.ceil(budget_tokens / tokens_per_step(cfg))), None
     budget_s, step_s = budget_minutes * 60, seconds_per_step(cfg)
-    val = cfg["trainer"].get("limit_val_batches")
-    val_s = VALIDATIONS * (val if isinstance(val, int) else 16) * step_s / 3
     s = max(1, round(budget_s))
-    return max(1, int((budget_s - val_s) / step_s)), f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return max(1, int(budget_s / step_s)), f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def run_rung(
@@ -134,8 +133,10 @@ def run_rung(
     budget_tokens: int | None = None,
     budget_minutes: float | None = None,
     progress: str = "",
+    seed: int | None = None,
 ) -> dict:
-    """Train and score one rung; its row of the ladder's results. `passed` go last to `text-lm fit`."""
+    """Train and score one rung with `seed` (None: the YAML's); its row of the ladder's results.
+    `passed` go last to `text-lm fit`."""
     from experiments.ladder.report import median, validation_curve
     from shared.train.tb_events import read_scalars
 
@@ -145,15 +146,27 @@ def run_rung(
     head += ["--checkpoint.save_top_k", "0", "--checkpoint.save_on_train_epoch_end", "true"]
     head += ["--trainer.enable_model_summary", "false"]
     head += ["--trainer.enable_progress_bar", str(sys.stdout.isatty()).lower()]
+    if seed is not None:  # the initialisation and the training windows
+        head += ["--seed_everything", str(seed), "--data.seed", str(seed)]
     cfg = resolve(config, head + passed)
     label, tps = rung_label(config), tokens_per_step(cfg)
     steps, max_time = plan_steps(cfg, budget_tokens, budget_minutes)
-    budget = ["--trainer.max_steps", str(steps), "--trainer.max_time", max_time or "null"]
+    budget = [
+        "--trainer.max_steps",
+        "-1" if max_time else str(steps),
+        "--trainer.max_time",
+        max_time or "null",
+    ]
     budget += ["--trainer.val_check_interval", str(max(1, steps // VALIDATIONS))]
     until = f", at most {budget_minutes:g} min" if max_time else f" = {steps * tps:,} tokens"
-    print(f"{progress} {config.stem} ({label}): {steps} steps x {tps:,} tokens{until}", flush=True)
+    seed = cfg["seed_everything"]
+    print(
+        f"{progress} {config.stem} ({label}), seed {seed}: {steps} steps x {tps:,} tokens{until}", flush=True
+    )
 
     run_dir = out / cfg["model"]["config"]["name"]
+    if seed != 1337:  # the default seed keeps the folder name of a one-seed ladder
+        run_dir = run_dir.with_name(f"{run_dir.name}-seed{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh version_0 for each rung, side by side in TensorBoard
     run_dir.mkdir(parents=True)
     spec = {"config": str(config), "fit_args": head + budget + passed, "resolved": cfg}
@@ -170,7 +183,13 @@ def run_rung(
 
     result = json.loads((run_dir / "rung_result.json").read_text())
     fit_start, version = result.pop("fit_start"), run_dir / "version_0"
-    row = {"rung": rung_number(config), "name": config.stem, "label": label, "config": str(config)}
+    row = {
+        "rung": rung_number(config),
+        "name": config.stem,
+        "label": label,
+        "config": str(config),
+        "seed": seed,
+    }
     row.update(run=str(run_dir), tokens_per_step=tps, tokens=result["steps"] * tps, **describe(cfg), **result)
     row["tokens_per_sec"] = median([v for _, _, v in read_scalars(version, "train/tokens_per_sec")])
     row["curve"] = validation_curve(version, fit_start, tps)

@@ -32,9 +32,17 @@ def load(path: Path) -> dict:
     return cfg
 
 
-def test_six_rungs_each_change_one_thing():
-    assert [p.stem for p in RUNGS] == ["0-gpt2", "1-rmsnorm", "2-rope", "3-swiglu", "4-gqa", "5-moe"]
-    changed = [differences(load(a), load(b)) for a, b in zip(RUNGS, RUNGS[1:])]
+def test_rungs_zero_to_five_each_change_one_thing():
+    assert [p.stem for p in RUNGS] == [
+        "0-gpt2",
+        "1-rmsnorm",
+        "2-rope",
+        "3-swiglu",
+        "4-gqa",
+        "5-moe",
+        "6-modern",
+    ]
+    changed = [differences(load(a), load(b)) for a, b in zip(RUNGS[:6], RUNGS[1:6])]
     assert changed == [
         ["model.config.norm"],
         ["model.config.position"],
@@ -44,13 +52,28 @@ def test_six_rungs_each_change_one_thing():
     ]
     # The ends of the ladder are the shipped presets: GPT-2 exactly, Llama-MoE up to its biases.
     assert differences(load(RUNGS[0]), load(ROOT / "configs/text/gpt2-tiny.yaml")) == []
-    top = differences(load(RUNGS[-1]), load(ROOT / "configs/text/llama-moe-tiny.yaml"))
+    top = differences(load(RUNGS[5]), load(ROOT / "configs/text/llama-moe-tiny.yaml"))
     assert top == ["model.aux_loss_coef", "model.config.bias"]  # 0.01 is also the module's default
+
+
+def test_the_2025_rung_is_the_dense_llama_rung_with_the_recipe_only():
+    """Rung 6 keeps rung 4's data, width, depth, heads, budget and precision; what it changes is the recipe."""
+    changed = differences(load(RUNGS[4]), load(RUNGS[6]))
+    assert changed == [
+        "model.config.bias", "model.config.logit_softcap", "model.config.mlp", "model.config.qk_norm",
+        "model.config.tie_embeddings", "model.config.zero_init_out", "model.decay_fraction", "model.min_lr_ratio",
+        "model.optimizer.class_path", "model.optimizer.init_args.betas", "model.optimizer.init_args.groups",
+        "model.optimizer.init_args.lr", "model.optimizer.init_args.muon_lr", "model.optimizer.init_args.weight_decay",
+        "model.schedule", "model.warmup_steps",
+    ]  # fmt: skip
+    modern = load(RUNGS[6])
+    assert modern["model"]["optimizer"]["class_path"] == "shared.train.muon.MuonAdamW"
+    assert modern["model"]["optimizer"]["init_args"]["weight_decay"] == 0.0
 
 
 def test_moe_rung_keeps_the_active_parameters():
     with torch.device("meta"):
-        dense, moe = (Llama(LlamaConfig(**load(p)["model"]["config"])) for p in RUNGS[-2:])
+        dense, moe = (Llama(LlamaConfig(**load(p)["model"]["config"])) for p in RUNGS[4:6])
     assert moe.num_params() > 2.5 * dense.num_params()
     assert moe.num_params(active=True) == pytest.approx(dense.num_params(active=True), rel=0.01)
 
@@ -82,12 +105,26 @@ def test_two_rung_ladder_writes_table_plot_json_and_tensorboard(
         "ladder-0-gpt2", "ladder-5-moe", "ladder.json", "ladder.md", "ladder.png"
     ]  # fmt: skip
 
+    # A second seed of rung 0: its own run folder and row; the table's row becomes the mean, with the spread.
+    text_lm(["ladder", "--rungs", "0", "--seeds", "7", "--budget-tokens", "2000", "--out", str(out),
+             "--data-dir", str(shakespeare_bpe), *TINY])  # fmt: skip
+    rungs = json.loads((out / "ladder.json").read_text())["rungs"]
+    assert [(r["rung"], r["seed"]) for r in rungs] == [(0, 7), (0, 1337), (5, 1337)] and rungs[1] == gpt2
+    assert (out / "ladder-0-gpt2-seed7" / "version_0").is_dir()
+    mean = (rungs[0]["val_bpb"] + rungs[1]["val_bpb"]) / 2
+    row = next(line for line in (out / "ladder.md").read_text().splitlines() if line.startswith("| 0 GPT-2"))
+    assert f"| {mean:.4f} | 2 | {abs(rungs[0]['val_bpb'] - rungs[1]['val_bpb']):.4f} |" in row
+    assert rungs[0]["val_bpb"] != rungs[1]["val_bpb"]  # another seed is another run
+
     # One more rung with the same setup joins the table in ladder order; the others keep their rows.
     text_lm(["ladder", "--rungs", "1", "--budget-tokens", "2000", "--out", str(out), "--data-dir", str(shakespeare_bpe),
              *TINY])  # fmt: skip
     rungs = json.loads((out / "ladder.json").read_text())["rungs"]
-    assert [r["rung"] for r in rungs] == [0, 1, 5] and rungs[0] == gpt2
+    assert [r["rung"] for r in rungs] == [0, 0, 1, 5] and rungs[1] == gpt2
     assert "command for rungs 0, 5: `text-lm ladder --rungs 0,5" in (out / "ladder.md").read_text()
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "ladder-0-gpt2", "ladder-0-gpt2-seed7", "ladder-1-rmsnorm", "ladder-5-moe"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -96,6 +133,7 @@ def test_two_rung_ladder_writes_table_plot_json_and_tensorboard(
         (["--budget-tokens", "0"], "--budget-tokens must be positive"),
         (["--budget-tokens", "5", "--budget-minutes", "1"], "not allowed with argument"),
         (["--rungs", "0,9"], "no rung [9]"),
+        (["--seeds", "1,x"], "--seeds takes comma-separated integers"),
         (["--bogus"], "unrecognized argument --bogus"),
         (["--data-dir", "/nonexistent"], "text-lm prepare --out /nonexistent"),
     ],
@@ -137,7 +175,7 @@ def test_resolve_config_gives_what_fit_runs_with_and_touches_nothing(tmp_path):
     ]
     cfg = resolve_config(LanguageModelModule, TextDataModule, args, prog="text-lm")
     assert cfg["model"]["config"]["dim"] == 64 and cfg["model"]["config"]["norm"] == "rmsnorm"
-    assert cfg["trainer"]["default_root_dir"] == str(tmp_path) and cfg["trainer"]["precision"] == "bf16-mixed"
+    assert cfg["trainer"]["default_root_dir"] == str(tmp_path) and cfg["trainer"]["precision"] == "auto"
     assert cfg["checkpoint"]["monitor"] == "val/loss" and cfg["seed_everything"] == 1337  # run_cli's defaults
     assert not any(tmp_path.iterdir()) and torch.equal(torch.get_rng_state(), rng)
     with pytest.raises(UserError, match="dimm"):
