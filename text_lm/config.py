@@ -7,11 +7,13 @@ Presets (`LlamaConfig.preset(name)`):
 - llama-moe-tiny: llama-tiny with 8 experts of half the hidden size, top-2 routing: the same
   active parameters per token as llama-tiny, 5x the total.
 - modern-tiny: the 2024-25 speedrun pieces on llama-tiny's stack (issue 12): squared-ReLU MLP,
-  QK-norm, zero-initialised output projections, logit soft-capping, an untied head.
+  QK-norm, zero-initialised output projections, logit soft-capping, an untied head, a hashed
+  bigram embedding of 4096 rows.
 
 Architecture options (each one field, off by default; `Llama` and the stack read them):
 `mlp: relu2` (So et al. 2021), `qk_norm` (Dehghani et al. 2023), `zero_init_out`
-(modded-nanogpt, nanochat), `logit_softcap` (Gemma 2), `tie_embeddings: false`. The Hugging
+(modded-nanogpt, nanochat), `logit_softcap` (Gemma 2), `tie_embeddings: false`,
+`bigram_hash_size` (parameter-golf). The Hugging
 Face and GGUF writers refuse those their target cannot represent, naming them
 (`unsupported_options`, below).
 
@@ -34,7 +36,13 @@ _LLAMA = dict(mlp="swiglu", norm="rmsnorm", position="rope", bias=False, tie_emb
 _TINY = dict(vocab_size=4096, max_seq_len=256, dim=256, n_layers=6, n_heads=8)
 
 _MODERN = dict(
-    mlp="relu2", qk_norm=True, zero_init_out=True, logit_softcap=15.0, tie_embeddings=False, n_kv_heads=4
+    mlp="relu2",
+    qk_norm=True,
+    zero_init_out=True,
+    logit_softcap=15.0,
+    tie_embeddings=False,
+    bigram_hash_size=4096,
+    n_kv_heads=4,
 )
 
 PRESETS: dict[str, dict] = {
@@ -113,6 +121,9 @@ class LlamaConfig(ModelConfig):
     logit_softcap: float | None = None
     """Soft-cap the output logits: cap * tanh(logits / cap), smooth and bounded in (-cap, cap)
     (Gemma 2: 30; modded-nanogpt: 15). None: raw logits."""
+    bigram_hash_size: int = 0
+    """Rows of a hashed bigram embedding added to the token embedding: x_t += B[hash(id_{t-1}, id_t)
+    mod rows] (OpenAI parameter-golf's BigramHash), initialised to zero. 0: none."""
     name: str = field(default="custom", compare=False)
     """Run name (the log folder's name); `preset` sets it to the preset's."""
 
@@ -123,6 +134,10 @@ class LlamaConfig(ModelConfig):
         check_positive("", self, ("vocab_size",))
         if self.logit_softcap is not None and not self.logit_softcap > 0:
             raise UserError(f"logit_softcap must be > 0 (or null for none), got {self.logit_softcap!r}")
+        if not isinstance(self.bigram_hash_size, int) or self.bigram_hash_size < 0:
+            raise UserError(
+                f"bigram_hash_size must be an integer >= 0 (0: none), got {self.bigram_hash_size!r}"
+            )
         if self.position not in ("rope", "learned"):
             raise UserError(f"position must be 'rope' or 'learned', got {self.position!r}")
         self.transformer()  # validates widths, heads and the rest, once (shared/nn/config.py)
@@ -156,7 +171,8 @@ class LlamaConfig(ModelConfig):
 
 def unsupported_options(c: LlamaConfig) -> list[str]:
     """The architecture options of `c` that transformers' Llama/Mixtral and llama.cpp's `llama` cannot
-    represent, each as `field=value (why)`; the HF and GGUF writers refuse a model that has any.
+    represent (qk_norm, logit_softcap, bigram_hash_size), each as `field=value (why)`; the HF and
+    GGUF writers refuse a model that has any.
 
     `zero_init_out` and an untied head change only the initialisation and the parameter count,
     which both formats carry exactly, so they are not listed; `mlp` is checked by the writers
@@ -168,4 +184,6 @@ def unsupported_options(c: LlamaConfig) -> list[str]:
         out.append(
             f"logit_softcap={c.logit_softcap} (Llama has no logit soft-capping; Gemma 2 does, not written yet)"
         )
+    if c.bigram_hash_size:
+        out.append(f"bigram_hash_size={c.bigram_hash_size} (no bigram embedding in Llama)")
     return out

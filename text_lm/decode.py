@@ -143,6 +143,7 @@ class Decoder:
         self.max_len, self.pos = max_len, 0
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
+        self.prev_tok = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # last token fed
         stack, cfg = model.stack, model.stack.cfg
         self.static = static or compile or cuda_graph
         self.layers = [self._layer(layer) for layer in stack.layers]
@@ -190,6 +191,7 @@ class Decoder:
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
         """prompt (B, T0) at positions 0..T0-1 -> logits (B, V) of its last position (the model's forward)."""
         self.pos = prompt.shape[1]
+        self.prev_tok.copy_(prompt[:, -1])
         with _threads(self.threads):
             return self.model(prompt, kv_caches=self.caches).logits[:, -1]
 
@@ -219,6 +221,8 @@ class Decoder:
     def _step(self, tok: torch.Tensor, pos_t: torch.Tensor, span: int) -> torch.Tensor:
         model = self.model
         x = F.embedding(tok, model.embed.weight)  # (B, D)
+        if getattr(model, "bigram_embed", None) is not None:  # hashed (last token fed, this one)
+            x = x + F.embedding(model.bigram_rows(self.prev_tok, tok), model.bigram_embed.weight)
         if model.pos_embed is not None:
             x = x + F.embedding(pos_t, model.pos_embed.weight)
         for d, cache in zip(self.layers, self.caches, strict=True):
@@ -247,6 +251,7 @@ class Decoder:
         else:
             with _threads(self.threads):
                 logits = self.step_fn(tok, self.pos_t, span)
+        self.prev_tok.copy_(tok)
         self.pos += 1
         return logits
 

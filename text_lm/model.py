@@ -8,6 +8,14 @@ become cap * tanh(z / cap), about z while |z| << cap and never past +-cap. It st
 from running away early in training (the loss cannot be driven down by inflating one logit), at
 the cost of one elementwise tanh over (B, T, V). Applied in training, validation and generation
 alike, so sampling sees the distribution the model was trained on.
+
+Hashed bigram embedding (`bigram_hash_size`, OpenAI parameter-golf's BigramHash): a second table B
+whose row for the pair (previous token, token) is added to the token embedding,
+x_t = E[id_t] + B[(id_{t-1} * 1000003 + id_t) mod rows], with id_{-1} = V (no previous token: the
+first of a sequence or of a packed document). The pair is what a one-layer model can only learn
+through attention; a lookup gives it for free. B starts at zero. In cached decoding the previous
+token of a call's first position is the last one fed before: `make_kv_caches` returns `LMCaches`,
+which keeps it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,13 @@ from shared.nn.kv_cache import KVCache
 from shared.nn.masks import document_causal_mask, segment_positions
 from shared.nn.transformer import Transformer
 from text_lm.config import LlamaConfig
+
+
+class LMCaches(list):
+    """The stack's per-layer KV caches (a list, as the stack takes them) plus `last_tokens` (B,): the
+    last token fed, which the bigram hash of the next call's first position needs."""
+
+    last_tokens: torch.Tensor | None = None
 
 
 @dataclass
@@ -48,6 +63,10 @@ class Llama(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.stack = Transformer(config.transformer())  # initialises its own weights
         self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.bigram_embed = None
+        if config.bigram_hash_size:
+            self.bigram_embed = nn.Embedding(config.bigram_hash_size, config.dim)
+            nn.init.zeros_(self.bigram_embed.weight)
         nn.init.normal_(self.embed.weight, 0.0, config.init_std)
         if self.pos_embed is not None:
             nn.init.normal_(self.pos_embed.weight, 0.0, config.init_std)
@@ -74,6 +93,8 @@ class Llama(nn.Module):
         if segments is not None:
             mask, positions = document_causal_mask(segments), segment_positions(segments)  # (B,1,T,T), (B,T)
         x = self.embed(idx)  # (B, T, D)
+        if self.bigram_embed is not None:
+            x = x + self.bigram_embed(self._bigram_ids(idx, kv_caches, start_pos, segments))
         if self.pos_embed is not None:
             if start_pos + T > self.config.max_seq_len:
                 raise UserError(
@@ -96,16 +117,35 @@ class Llama(nn.Module):
             loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
         return LMOutput(logits, loss, out.aux_loss, out.z_loss, out.expert_load)
 
-    def make_kv_caches(self, batch_size: int, max_len: int, dtype=None) -> list[KVCache]:
-        return self.stack.make_kv_caches(batch_size, max_len, dtype=dtype)
+    def _bigram_ids(self, idx, kv_caches, start_pos: int, segments) -> torch.Tensor:
+        """idx (B, T) -> rows of the bigram table (B, T): hash(previous token, token) mod rows."""
+        first = torch.full_like(idx[:, :1], self.config.vocab_size)  # no previous token
+        if start_pos > 0:
+            first = getattr(kv_caches, "last_tokens", None)
+            if first is None:
+                raise ValueError("a bigram-hash model decodes with the caches of Llama.make_kv_caches")
+            first = first[:, None]
+        prev = torch.cat([first, idx[:, :-1]], dim=1)  # (B, T)
+        if segments is not None:  # a packed document's first token has no previous token either
+            starts = F.pad(segments[:, 1:] != segments[:, :-1], (1, 0), value=False)
+            prev = prev.masked_fill(starts, self.config.vocab_size)
+        if kv_caches is not None:
+            kv_caches.last_tokens = idx[:, -1]
+        return self.bigram_rows(prev, idx)
+
+    def bigram_rows(self, prev: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The bigram table's row of each (previous token, token) pair, any matching shapes."""
+        return (prev * 1_000_003 + idx) % self.config.bigram_hash_size
+
+    def make_kv_caches(self, batch_size: int, max_len: int, dtype=None) -> LMCaches:
+        return LMCaches(self.stack.make_kv_caches(batch_size, max_len, dtype=dtype))
 
     def num_params(self, active: bool = False, embeddings: bool = True) -> int:
         """Parameters (tied ones once). active=True counts only top_k of the routed experts."""
         n = sum(p.numel() for p in self.parameters())
         if not embeddings:
-            n -= self.embed.weight.numel() + (
-                self.pos_embed.weight.numel() if self.pos_embed is not None else 0
-            )
+            tables = (self.embed, self.pos_embed, self.bigram_embed)
+            n -= sum(t.weight.numel() for t in tables if t is not None)
         moe = self.config.moe
         if active and moe is not None:
             for layer in self.stack.layers:

@@ -24,7 +24,15 @@ OPTIONS = {
     "softcap": dict(logit_softcap=2.0),
     "zero_init_out": dict(zero_init_out=True),
     "untied": dict(tie_embeddings=False),
-    "all": dict(qk_norm=True, mlp="relu2", logit_softcap=2.0, zero_init_out=True, tie_embeddings=False),
+    "bigram": dict(bigram_hash_size=16),
+    "all": dict(
+        qk_norm=True,
+        mlp="relu2",
+        logit_softcap=2.0,
+        zero_init_out=True,
+        tie_embeddings=False,
+        bigram_hash_size=16,
+    ),
 }
 
 
@@ -37,7 +45,7 @@ def perturb_(m: Llama) -> Llama:
     """Random values in every gain and output projection, so no test passes because a weight is 1 or 0."""
     with torch.no_grad():
         for name, p in m.named_parameters():
-            if "norm" in name or "o_proj" in name or "down_proj" in name:
+            if "norm" in name or "o_proj" in name or "down_proj" in name or "bigram" in name:
                 p.copy_(torch.randn_like(p) * (0.5 if "norm" in name else 0.05) + ("norm" in name))
     return m
 
@@ -115,6 +123,38 @@ def test_softcap_is_cap_tanh_of_the_plain_logits_and_the_loss_uses_it():
         LlamaConfig(**SMALL, logit_softcap=0.0)
 
 
+def test_bigram_hash_adds_the_row_of_each_token_pair_to_the_embedding():
+    m = perturb_(model(bigram_hash_size=16))
+    idx = torch.randint(0, 64, (2, 7))
+    segments = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 2, 2]])
+    seen = []
+    m.stack.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    with torch.no_grad():
+        for seg in (None, segments):
+            m(idx, segments=seg)
+            expected = m.embed(idx).clone()
+            for b in range(2):
+                for t in range(7):
+                    first = t == 0 or (seg is not None and seg[b, t] != seg[b, t - 1])
+                    prev = 64 if first else idx[b, t - 1].item()  # V: no previous token
+                    expected[b, t] += m.bigram_embed.weight[(prev * 1_000_003 + idx[b, t].item()) % 16]
+            torch.testing.assert_close(seen[-1], expected)
+    assert not model(bigram_hash_size=16).bigram_embed.weight.any()  # starts at zero
+    with pytest.raises(UserError, match="bigram_hash_size must be an integer >= 0"):
+        LlamaConfig(**SMALL, bigram_hash_size=-1)
+
+
+def test_generation_with_a_bigram_model_equals_the_uncached_reference():
+    from text_lm.generate import generate_tokens
+
+    m = perturb_(model(bigram_hash_size=16))
+    prompt = torch.randint(0, 64, (2, 5))
+    cached, full = (
+        torch.stack(list(generate_tokens(m, prompt, 6, temperature=0.0, use_cache=c))) for c in (True, False)
+    )
+    assert torch.equal(cached, full)
+
+
 @pytest.mark.parametrize("name", OPTIONS)
 def test_kv_cached_decoding_equals_the_full_forward(name):
     m = perturb_(model(**OPTIONS[name]))
@@ -145,12 +185,14 @@ def test_zero_init_out_makes_every_block_the_identity_and_still_learns(moe):
 def test_options_round_trip_through_the_config_and_reach_the_stack():
     c = LlamaConfig.preset("modern-tiny")
     d = c.to_dict()
-    assert {d["qk_norm"], d["zero_init_out"], d["logit_softcap"], d["mlp"], d["tie_embeddings"]} == {
+    assert (d["qk_norm"], d["zero_init_out"], d["logit_softcap"], d["mlp"], d["tie_embeddings"]) == (
+        True,
         True,
         15.0,
         "relu2",
         False,
-    }
+    )
+    assert d["bigram_hash_size"] == 4096
     assert LlamaConfig.from_dict(d) == c
     tc = c.transformer()
     assert tc.qk_norm and tc.zero_init_out and tc.mlp == "relu2"
@@ -164,6 +206,7 @@ def test_options_round_trip_through_the_config_and_reach_the_stack():
     [
         (dict(qk_norm=True), "qk_norm=true"),
         (dict(logit_softcap=30.0), "logit_softcap=30.0"),
+        (dict(bigram_hash_size=16), "bigram_hash_size=16"),
         (dict(mlp="relu2"), "mlp"),
         (OPTIONS["all"], "mlp"),
     ],
@@ -213,6 +256,7 @@ def test_a_tiny_fit_with_every_option_on_trains_and_its_checkpoint_generates(sha
     )
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     assert state["stack.layers.0.attn.o_proj.weight"].any()  # the zero-initialised outputs trained
+    assert c.bigram_hash_size == 4096 and state["bigram_embed.weight"].any()  # so did the bigram table
     m = Llama(c)
     m.load_state_dict(state)
     assert m(torch.tensor([[1, 2, 3]])).logits.abs().max() <= 15.0
