@@ -217,20 +217,26 @@ def shipped(args) -> None:
         subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
         trees = {"now": ROOT, f"before ({args.before})": before}
         walls: dict[str, list[float]] = {k: [] for k in trees}
+        cpus: dict[str, list[float]] = {k: [] for k in trees}
         for r in range(args.rounds):
             for name in list(trees) if r % 2 == 0 else list(trees)[::-1]:
                 out = Path(tmp) / f"out_{name.split()[0]}"
                 shutil.rmtree(out, ignore_errors=True)
                 wall, peak, _ = run_measured(["--out", str(out), "--no-progress"], cwd=trees[name])
                 walls[name].append(wall)
-                print(f"round {r}: {name}: {wall:.1f} s, peak tree RSS {peak:.0f} MB")
+                cpus[name].append(CPU["tree"])
+                print(
+                    f"round {r}: {name}: {wall:.1f} s, CPU {CPU['tree']:.1f} s (tree), peak tree RSS {peak:.0f} MB"
+                )
         a, b = Path(tmp) / "out_now", Path(tmp) / "out_before"
         same = all(filecmp.cmp(a / f.name, b / f.name, shallow=False) for f in b.iterdir())
         med = {k: statistics.median(v) for k, v in walls.items()}
         print(
             "\n"
-            + ", ".join(f"{k}: {v:.1f} s" for k, v in med.items())
-            + f" (median of {args.rounds}); identical files: {same}"
+            + ", ".join(
+                f"{k}: {v:.1f} s wall, {statistics.median(cpus[k]):.1f} s CPU" for k, v in med.items()
+            )
+            + f" (medians of {args.rounds}); identical files: {same}"
         )
 
 
