@@ -106,9 +106,10 @@ def test_killed_prepare_is_refused_then_rerun_completes(prepared, tmp_path, modu
     assert files(out) == reference  # byte for byte, and no temporary file left
 
 
-def test_killed_sharded_prepare_resumes_from_the_last_finished_shard(tmp_path, monkeypatch):
-    """Killed while writing shard 3 of 5 (one per input): the re-run trains no tokenizer, encodes
-    the last three shards only, and ends with the files of an uninterrupted run."""
+@pytest.mark.parametrize("where", ["write_shard", "_encode_task"])  # before shard 3; inside it
+def test_killed_sharded_prepare_resumes_from_the_last_finished_shard(tmp_path, monkeypatch, where):
+    """Killed before or while writing shard 3 of 5 (one per input): the re-run trains no tokenizer,
+    encodes the last three shards only, and ends with the files of an uninterrupted run."""
     from shared.tokenizer import train
     from text_lm import prepare_stream
     from text_lm.prepare import main
@@ -119,10 +120,9 @@ def test_killed_sharded_prepare_resumes_from_the_last_finished_shard(tmp_path, m
     reference = files(tmp_path / "ref")
     assert sum(name.startswith("train-") for name in reference) == 4
     out = tmp_path / "out"
-    kill_at(
-        tmp_path, "text_lm.prepare", [*argv, "--out", str(out)], "text_lm.prepare_stream", "write_shard", 3
-    )
+    kill_at(tmp_path, "text_lm.prepare", [*argv, "--out", str(out)], "text_lm.prepare_stream", where, 3)
     assert sorted(p.name for p in out.glob("train-*.bin")) == ["train-00000.bin", "train-00001.bin"]
+    assert len(list(out.glob(".train-00002.bin.*.tmp"))) == (where == "_encode_task")  # half-written
     calls = []
     monkeypatch.setattr(train, "learn_merges", lambda *a, **k: calls.append("merges"))
     real = prepare_stream.write_shard
