@@ -38,6 +38,7 @@ generations (its one-off compile time is in BENCHMARKS.md next to the speed it b
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 
 import torch
@@ -50,6 +51,12 @@ from text_lm.model import Llama
 
 SMALL = 2**26
 """batch x parameters below which decoding runs on one thread (llama-tiny at batch 8: 44M)."""
+
+
+_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""model -> {id(weight): (weight, its _version when packed, the (in, out) copy)}: a model's weights
+are transposed once, and again only after they change (an optimizer step or a load bumps the
+version), so a later generation's time to first token does not pay for it."""
 
 
 class Unsupported(TypeError):
@@ -166,9 +173,16 @@ class Decoder:
         if type(linear) is not torch.nn.Linear:  # a LoRA-adapted layer: its merged weight
             if not hasattr(linear, "merged"):
                 raise Unsupported(f"Decoder cannot read a {type(linear).__name__} as a matrix")
-            linear = linear.merged()
-        wt = linear.weight.detach().t()  # (in, out)
-        return (wt.contiguous() if self.packed else wt), linear.bias
+            merged = linear.merged()
+            return merged.weight.detach().t().contiguous(), merged.bias
+        w = linear.weight
+        if not self.packed:
+            return w.detach().t(), linear.bias  # (in, out), a view
+        cache = _PACKED.setdefault(self.model, {})
+        hit = cache.get(id(w))
+        if hit is None or hit[0] is not w or hit[1] != w._version:  # new or changed in place
+            hit = cache[id(w)] = (w, w._version, w.detach().t().contiguous())  # (in, out)
+        return hit[2], linear.bias
 
     def _layer(self, layer) -> dict:
         attn, mlp = layer.attn, layer.mlp

@@ -78,3 +78,16 @@ def test_a_model_the_flat_step_cannot_read_decodes_through_its_forward():
     assert torch.equal(
         generate(model, prompt, 8, temperature=0), generate(model, prompt, 8, temperature=0, use_cache=False)
     )
+
+
+def test_weights_changed_in_place_are_read_again():
+    """The (in, out) copies are cached per model; an in-place update (an optimizer step) invalidates them."""
+    model = small("llama-tiny")
+    prompt = torch.randint(0, 97, (1, 3), generator=torch.Generator().manual_seed(4))
+    generate(model, prompt, 4, temperature=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-1.5)
+    assert torch.equal(
+        generate(model, prompt, 8, temperature=0), generate(model, prompt, 8, temperature=0, use_cache=False)
+    )
