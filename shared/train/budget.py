@@ -44,6 +44,8 @@ class Budget(Timer):
         self.tokens = 0
         self._since: float | None = None  # time.monotonic() when the current stretch began
         self.clock = time.monotonic
+        self._trainer = None
+        self._read: tuple[int, float] | None = None  # (global step, progress) the schedule last read
 
     def set_duration(self, max_time) -> None:
         """`trainer.max_time` (DD:HH:MM:SS, a timedelta or a dict) as this callback's time budget."""
@@ -71,6 +73,9 @@ class Budget(Timer):
         if self._since is not None:
             self.seconds += self.clock() - self._since
             self._since = None
+
+    def setup(self, trainer, pl_module, stage):
+        self._trainer = trainer
 
     def on_train_start(self, trainer, pl_module):
         self._start()
@@ -106,12 +111,24 @@ class Budget(Timer):
         return trainer.max_steps in (-1, None) and (self._duration is not None or self.max_tokens is not None)
 
     def progress(self) -> float:
-        """The fraction of the budget spent: the larger of the time and the token fraction."""
+        """The fraction of the budget spent: the larger of the time and the token fraction.
+
+        Read once per optimizer step (every group's rate, and anyone asking later in the step, gets
+        the same value) and, under DDP, rank 0's value for all ranks: ranks' clocks differ by
+        milliseconds, and different rates would let their weights drift apart."""
+        trainer = self._trainer
+        step = getattr(trainer, "global_step", None)
+        if step is not None and self._read is not None and self._read[0] == step:
+            return self._read[1]
         done = 0.0
         if self._duration:
             done = max(done, self.time_elapsed() / self._duration)
         if self.max_tokens:
             done = max(done, self.tokens / self.max_tokens)
+        if trainer is not None and trainer.world_size > 1:
+            done = float(trainer.strategy.broadcast(done, src=0))
+        if step is not None:
+            self._read = (step, done)
         return done
 
     def describe(self) -> str:
@@ -129,7 +146,7 @@ class Budget(Timer):
     def load_state_dict(self, state_dict: dict) -> None:
         self.seconds = float(state_dict.get("seconds", 0.0))
         self.tokens = int(state_dict.get("tokens", 0))
-        self._since = None
+        self._since, self._read = None, None
 
 
 def schedule_length(trainer) -> int:
