@@ -192,6 +192,8 @@ class Decoder:
             "attn_norm": _norm_fn(layer.attn_norm),
             "mlp_norm": _norm_fn(layer.mlp_norm),
             "attn": attn,
+            "heads": (attn.n_heads, attn.n_kv_heads, attn.head_dim),
+            "qk_norm": getattr(attn, "q_norm", None) is not None,
             "qkv": self._mat(attn.qkv_proj),  # the fused projection: one matmul for q, k, v
             "o": self._mat(attn.o_proj),
             "mlp": mlp,
@@ -209,17 +211,18 @@ class Decoder:
         with _threads(self.threads):
             return self.model(prompt, kv_caches=self.caches).logits[:, -1]
 
-    def _attend(self, d: dict, h: torch.Tensor, cache, pos_t: torch.Tensor, span: int) -> torch.Tensor:
-        """h (B, D) at position pos -> attention output (B, H*Dh); writes k, v into the cache."""
+    def _attend(self, d: dict, h: torch.Tensor, cache, pos_t: torch.Tensor, span: int, rope) -> torch.Tensor:
+        """h (B, D) at position pos -> attention output (B, H*Dh); writes k, v into the cache.
+        rope: this position's (cos, sin), (1, Dh) each, or None."""
         a = d["attn"]
-        B, H, K, Dh = h.shape[0], a.n_heads, a.n_kv_heads, a.head_dim
+        B, (H, K, Dh) = h.shape[0], d["heads"]
         qkv = _linear(h, *d["qkv"])  # (B, (H + 2K) Dh)
         qk = qkv[:, : (H + K) * Dh].view(B, H + K, Dh)
         v = qkv[:, (H + K) * Dh :].view(B, K, 1, Dh)
-        if getattr(a, "q_norm", None) is not None:  # QK-norm: per head, before RoPE
+        if d["qk_norm"]:  # QK-norm: per head, before RoPE
             qk = torch.cat([a.q_norm(qk[:, :H]), a.k_norm(qk[:, H:])], dim=1)
-        if self.rope is not None:
-            cos, sin = (t.index_select(0, pos_t) for t in self.rope)  # (1, Dh)
+        if rope is not None:
+            cos, sin = rope
             x1, x2 = qk.chunk(2, dim=-1)
             qk = qk * cos + torch.cat([-x2, x1], dim=-1) * sin  # half-split RoPE (shared/nn/rope.py)
         q = qk[:, :H].reshape(B, K, H // K, Dh)  # query heads grouped by their KV head
@@ -239,8 +242,11 @@ class Decoder:
             x = x + F.embedding(model.bigram_rows(self.prev_tok, tok), model.bigram_embed.weight)
         if model.pos_embed is not None:
             x = x + F.embedding(pos_t, model.pos_embed.weight)
+        rope = None
+        if self.rope is not None:  # this position's row of the tables, once for every layer
+            rope = tuple(t.index_select(0, pos_t) for t in self.rope)  # (1, Dh) each
         for d, cache in zip(self.layers, self.caches, strict=True):
-            x = x + self._attend(d, d["attn_norm"](x), cache, pos_t, span)
+            x = x + self._attend(d, d["attn_norm"](x), cache, pos_t, span, rope)
             h = d["mlp_norm"](x)
             if "gate_up" in d:
                 gate, up = _linear(h, *d["gate_up"]).chunk(2, dim=-1)
