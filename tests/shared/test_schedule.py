@@ -107,3 +107,32 @@ def test_a_token_budget_counts_every_batch_before_its_step():
         budget.on_train_batch_start(trainer, images, None, 0)
     with pytest.raises(UserError, match="trainer.max_time"):
         Budget().set_duration("5 minutes")
+
+
+def test_the_system_schedule_follows_the_budget_that_ends_the_run():
+    """max_steps set: the step schedule (a max_time beside it only stops the run); unset: the budget's
+    fraction done drives every group's rate, each at its own peak."""
+    from text_lm.config import LlamaConfig
+    from text_lm.module import LanguageModelModule
+
+    cfg = LlamaConfig.preset(
+        "llama-tiny", vocab_size=64, max_seq_len=16, dim=32, n_layers=1, n_heads=4, n_kv_heads=2
+    )
+    budget = Budget()
+    budget.set_duration("00:00:01:40")
+    for max_steps in (10, -1):
+        module = LanguageModelModule(
+            cfg, schedule="wsd", decay_fraction=0.5, min_lr_ratio=0.0, warmup_steps=0
+        )
+        module.trainer = SimpleNamespace(
+            max_steps=max_steps, estimated_stepping_batches=10, callbacks=[budget]
+        )
+        module.configure_model()
+        sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+        budget.seconds = 75.0  # 75 s of a 100 s budget spent: half-way down the decay
+        sched.optimizer.step()  # no gradients: nothing moves
+        sched.step()
+        budget.seconds = 0.0
+        expected = 1.0 if max_steps == 10 else 0.5  # step 1 of 10 is on the plateau
+        groups = sched.optimizer.param_groups
+        assert len(groups) > 1 and [g["lr"] for g in groups] == [g["initial_lr"] * expected for g in groups]
