@@ -81,7 +81,7 @@ class MuonAdamW(torch.optim.AdamW):
         ns_steps: int = 5,
         ns_dtype: str = "auto",
         adjust_lr: str = "original",
-        groups: dict[str, dict[str, float | list[float]]] | None = None,
+        groups: dict[str, dict[str, bool | int | float | list[float]]] | None = None,
     ):
         """
         Args:
