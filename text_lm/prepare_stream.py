@@ -173,17 +173,10 @@ def encode_plan(out, plan, sharded, part, tok, dtype, text_field, num_workers, i
     from tqdm import tqdm
 
     itemsize = DTYPES[dtype].itemsize
-    todo = {
-        s: [(k, group) for k, group in enumerate(plan[s]) if part is None or k % part[1] == part[0]]
-        for s in SPLITS
-    }
-    total = sum(p.n_bytes for s in SPLITS for _, group in todo[s] for p in group)
-    bar = tqdm(total=total, desc="encoding", unit="B", unit_scale=True, disable=not progress, smoothing=0.1)
-    listing = {s: [] for s in SPLITS}
-    can_cut = tok.pattern == GPT4_PATTERN
-    with ShardEncoder(tok, dtype, num_workers if total >= POOL_MIN_BYTES else 1) as encoder:
-        for s in SPLITS:
-            for k, group in todo[s]:
+    jobs = []  # (split, path, parts, record, the record of a previous run that finished it, or None)
+    for s in SPLITS:
+        for k, group in enumerate(plan[s]):
+            if part is None or k % part[1] == part[0]:
                 path = out / (shard_name(s, k) if sharded else f"{s}.bin")
                 record = {
                     "inputs_sha256": inputs_sha256,
@@ -191,14 +184,17 @@ def encode_plan(out, plan, sharded, part, tok, dtype, text_field, num_workers, i
                     "file": path.name,
                     "sources": [p.label for p in group],
                 }
-                done = finished(path, record, itemsize)
-                if done is None:
-                    pieces = pieces_of_parts(group, text_field, can_cut)
-                    done = write_shard(path, encoder, pieces, record, bar)
-                else:
-                    bar.update(done["bytes"])
-                listing[s].append(
-                    {k: done[k] for k in ("file", "n_tokens", "bytes", "n_documents", "sources")}
-                )
+                jobs.append((s, path, group, record, finished(path, record, itemsize)))
+    total = sum(p.n_bytes for *_, group, _, _ in jobs for p in group)
+    left = sum(p.n_bytes for *_, group, _, done in jobs if done is None for p in group)
+    bar = tqdm(total=total, desc="encoding", unit="B", unit_scale=True, disable=not progress, smoothing=0.1)
+    bar.update(total - left)
+    listing = {s: [] for s in SPLITS}
+    can_cut = tok.pattern == GPT4_PATTERN
+    with ShardEncoder(tok, dtype, num_workers if left >= POOL_MIN_BYTES else 1) as encoder:
+        for s, path, group, record, done in jobs:
+            if done is None:
+                done = write_shard(path, encoder, pieces_of_parts(group, text_field, can_cut), record, bar)
+            listing[s].append({k: done[k] for k in ("file", "n_tokens", "bytes", "n_documents", "sources")})
     bar.close()
     return listing
