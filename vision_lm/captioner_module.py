@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
@@ -33,11 +33,11 @@ from torchmetrics.text import BLEUScore
 from shared.errors import UserError
 from shared.train.data_contract import ImageTextData
 from shared.train.system import System
-from vision_lm.caption_generate import generate
+from vision_lm.caption_generate import generate, prompt_ids
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
 from vision_lm.paligemma_config import PaliGemmaConfig
-from vision_lm.text_batch import TASKS
+from vision_lm.text_batch import CAPTION_PREFIX, TASKS
 
 CAPTION, VQA = TASKS.index("caption"), TASKS.index("vqa")
 
@@ -133,6 +133,13 @@ class CaptionerModule(System):
         if dm.mode == "contrastive":
             raise UserError("the captioner needs data.mode captioning, vqa or multitask (got contrastive)")
         dm.bind(self.config.vision.image_size, self.config.decoder.max_len)
+        # The longest suffix (+ <|eos|>) a row can hold; evaluation must never cut what it scores.
+        longest = self.config.decoder.max_len - len(prompt_ids(dm.tokenizer, CAPTION_PREFIX))
+        if self.hparams.max_new_tokens < longest:
+            rank_zero_warn(
+                f"max_new_tokens={self.hparams.max_new_tokens} can cut generated captions: a caption of up to "
+                f"{longest} tokens fits decoder.max_len={self.config.decoder.max_len}; raise it to {longest}"
+            )
         vocab = self.config.decoder.vocab_size
         if dm.tokenizer.vocab_size > vocab:
             raise UserError(

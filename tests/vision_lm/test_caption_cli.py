@@ -63,9 +63,11 @@ def test_fit_starts_from_siglip_and_writes_a_safe_checkpoint(run):
 
 
 def test_test_subcommand_prints_generation_metrics(run, shapes, tmp_path, capsys):
-    vision_lm(["test", "-c", str(CONFIGS / "paligemma-shapes.yaml"), "--data.data_dir", str(shapes),
-               "--trainer.default_root_dir", str(tmp_path), "--model.init_args.max_new_tokens", "4",
-               "--ckpt_path", str(run[0] / "checkpoints" / "last.ckpt"), *FAST])  # fmt: skip
+    cut = "max_new_tokens=. can cut generated captions"  # evaluation must never cut what it scores
+    with pytest.warns(Warning, match=cut):
+        vision_lm(["test", "-c", str(CONFIGS / "paligemma-shapes.yaml"), "--data.data_dir", str(shapes),
+                   "--trainer.default_root_dir", str(tmp_path), "--model.init_args.max_new_tokens", "4",
+                   "--ckpt_path", str(run[0] / "checkpoints" / "last.ckpt"), *FAST])  # fmt: skip
     out = capsys.readouterr().out
     assert "test/caption_exact" in out and "test/bleu" in out and "test/vqa_acc" in out
 
