@@ -2,7 +2,8 @@
 
 Inputs are files, folders (searched recursively) and glob patterns. By extension:
 - `.json`, `.jsonl`, `.parquet`, `.csv` are tables; each row's `--text-field` is one document;
-- a folder written by `datasets`' `save_to_disk` is one table (a DatasetDict: its `--split`);
+- a folder written by `datasets`' `save_to_disk` is one table (a DatasetDict: its `--split`),
+  given directly or found inside an input folder;
 - anything else is UTF-8 plain text, one document per file (folders contribute `.txt` and `.md`
   files; hidden files and folders are skipped). A file that is not UTF-8 is an error naming it.
 Nothing here holds documents: sources are counted (`scan`) and later streamed
@@ -107,12 +108,15 @@ def find_sources(inputs: list[str], split: str = "train") -> list[Source]:
             raise UserError(f"input not found: {arg}")
         for m in matches:
             if m.is_dir() and not is_saved_dataset(m):
+                visible = [
+                    p for p in m.rglob("*") if not any(s.startswith(".") for s in p.relative_to(m).parts)
+                ]
+                saved = {p for p in visible if p.is_dir() and is_saved_dataset(p)}  # one source each
                 inside = sorted(
                     p
-                    for p in m.rglob("*")
-                    if p.is_file()
-                    and p.suffix.lower() in FOLDER_SUFFIXES
-                    and not any(part.startswith(".") for part in p.relative_to(m).parts)
+                    for p in visible
+                    if (p in saved or (p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES))
+                    and not any(a in saved for a in p.parents)
                 )
                 if not inside:
                     raise UserError(f"folder {m} holds no {'/'.join(sorted(FOLDER_SUFFIXES))} files")

@@ -172,23 +172,26 @@ def test_parquet_and_saved_datasets_read_like_jsonl(tmp_path):
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     ds = datasets.Dataset.from_list(rows)
     ds.to_parquet(str(tmp_path / "rows.parquet"))
-    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"))
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "nest" / "saved"))
     metas = {
-        name: prepare(tmp_path / f"out_{name}", [str(tmp_path / name)], vocab_size=270, progress=False)
-        for name in ("rows.jsonl", "rows.parquet", "saved")
+        name: prepare(
+            tmp_path / f"out_{name.replace('/', '_')}", [str(tmp_path / name)], vocab_size=270, progress=False
+        )
+        for name in ("rows.jsonl", "rows.parquet", "nest/saved", "nest")
     }
     sizes, k, acc = [len(r["text"]) for r in rows[:-1]], 0, 0  # the split rule on a list in memory
     while acc < 0.05 * sum(sizes):
         k, acc = k + 1, acc + sizes[-k - 1]
+    label = {"nest": "nest/saved"}  # "nest": the saved folder found inside an input folder
     for name, meta in metas.items():
         assert meta["n_documents"] == {"train": 30 - k, "val": k}, name
-        assert meta["sources"]["val"] == [f"{tmp_path}/{name}[{30 - k}:30]"]
+        assert meta["sources"]["val"] == [f"{tmp_path}/{label.get(name, name)}[{30 - k}:30]"]
         assert meta["n_tokens"] == metas["rows.jsonl"]["n_tokens"]
-        assert (tmp_path / f"out_{name}" / "train.bin").read_bytes() == (
+        assert (tmp_path / f"out_{name.replace('/', '_')}" / "train.bin").read_bytes() == (
             tmp_path / "out_rows.jsonl" / "train.bin"
         ).read_bytes()
     with pytest.raises(UserError, match="has no split 'test'"):
-        prepare(tmp_path / "bad", [str(tmp_path / "saved")], split="test", progress=False)
+        prepare(tmp_path / "bad", [str(tmp_path / "nest" / "saved")], split="test", progress=False)
 
 
 def test_hub_streaming_code_path_offline_on_a_local_dataset_folder(tmp_path, monkeypatch):
