@@ -16,9 +16,9 @@ they earn a config field (issue 12: "only if a quick A/B at small scale shows a 
   embedding output, a_i = 1 and b_i = 0 at init (learned, 2 scalars per layer).
 - `+bigram`: a hashed bigram embedding added to the token embedding, E2[hash(prev, cur) mod N]
   (OpenAI parameter-golf's BigramHash), initialised to zero.
-- `+ve`: modded-nanogpt's value embeddings: a second token table whose row is added to the values
-  of the first and the last layer, v <- v + c_i * E_v[idx] (c_i learned, 0 at init: E_v gets
-  its gradient through c_i first, so E_v starts at the std of the other embeddings).
+- `+ve`: modded-nanogpt's value embeddings: a second token table mixed into the values of the
+  first and the last layer, v <- a_i * v + b_i * E_v[idx] (a_i = b_i = 0.5 at init, learned, as
+  modded-nanogpt; E_v initialised at about the values' own scale here, std 0.25).
 """
 
 from __future__ import annotations
@@ -64,17 +64,18 @@ class Candidate(Llama):
         tc = self.stack.cfg
         self.value_embed = nn.Embedding(config.vocab_size, tc.n_kv_heads * tc.head_dim) if ve else None
         if self.value_embed is not None:
-            nn.init.normal_(self.value_embed.weight, 0.0, config.init_std)
-            self.ve_gates = nn.Parameter(torch.zeros(2))  # first and last layer
+            nn.init.normal_(self.value_embed.weight, 0.0, 0.25)  # v = x W_v: std ~0.02 sqrt(D) ~ 0.23
+            self.ve_gates = nn.Parameter(torch.full((2, 2), 0.5))  # (first, last layer) x (a, b)
             self._ve = None
             for gate, i in enumerate((0, L - 1)):
                 attn = self.stack.layers[i].attn
                 attn.qkv_proj.register_forward_hook(self._add_value_embedding(gate, attn.qkv_sizes))
 
     def _add_value_embedding(self, gate: int, sizes: tuple[int, int, int]):
-        def hook(module, inputs, out):  # out (B, T, Hq*Dh + 2*K*Dh): add to the v slice only
-            zeros = out.new_zeros(*out.shape[:-1], sizes[0] + sizes[1])
-            return out + torch.cat([zeros, self.ve_gates[gate] * self._ve], -1)
+        def hook(module, inputs, out):  # out (B, T, Hq*Dh + 2*K*Dh): v <- a v + b ve on the v slice
+            qk, v = out.split([sizes[0] + sizes[1], sizes[2]], -1)
+            a, b = self.ve_gates[gate]
+            return torch.cat([qk, a * v + b * self._ve], -1)
 
         return hook
 
