@@ -21,6 +21,7 @@ from pathlib import Path
 
 from shared.errors import UserError
 from shared.io import write_json_atomic
+from shared.train.precision import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATIONS = 8
@@ -66,7 +67,7 @@ def describe(cfg: dict) -> dict:
     with torch.device("meta"):  # shapes only: nothing is allocated
         model = Llama(LlamaConfig(**cfg["model"]["config"]))
     tc = model.stack.cfg
-    precision = str(cfg["trainer"]["precision"])
+    precision = str(resolve_precision(cfg["trainer"]["precision"], cfg["trainer"]["accelerator"]))
     elem = 8 if precision.startswith("64") else 2 if "16" in precision else 4
     kv_heads = tc.n_kv_heads or tc.n_heads
     return {
@@ -95,7 +96,8 @@ def seconds_per_step(cfg: dict) -> float:
     model = Llama(LlamaConfig(**cfg["model"]["config"])).to(dev)
     opt = torch.optim.AdamW(model.parameters())
     x = torch.randint(0, model.config.vocab_size, (d["batch_size"], d["seq_len"]), device=dev)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(t["precision"]))
+    precision = str(resolve_precision(t["precision"], t["accelerator"]))  # "auto": what the fit will use
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
 
     def step():
         with torch.autocast(dev, dtype=dtype, enabled=dtype is not None):
@@ -232,7 +234,7 @@ def rung_process(spec_json: str) -> None:
     trainer = L.Trainer(
         accelerator=cfg["trainer"]["accelerator"],
         devices=1,
-        precision=cfg["trainer"]["precision"],
+        precision=resolve_precision(cfg["trainer"]["precision"], cfg["trainer"]["accelerator"]),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

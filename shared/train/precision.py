@@ -101,8 +101,13 @@ def resolve_precision(precision, accelerator: str | None = "auto"):
     from lightning.pytorch.utilities import rank_zero_info
 
     choice, why = auto_precision(accelerator)
-    rank_zero_info(f"precision auto -> {choice} ({why})")
+    if (choice, why) not in _PRINTED:  # once per process
+        _PRINTED.add((choice, why))
+        rank_zero_info(f"precision auto -> {choice} ({why})")
     return choice
+
+
+_PRINTED: set[tuple[str, str]] = set()
 
 
 def trainer_class():
