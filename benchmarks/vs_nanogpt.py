@@ -62,9 +62,10 @@ def finish(proc: subprocess.Popen, t0: float, what: str) -> dict:
     return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime}
 
 
-def peer_cmd(seed: int, threads: int, out: Path) -> list[str]:
+def peer_cmd(seed: int, threads: int, out: Path, iters: int) -> list[str]:
+    """nanoGPT's recipe over `iters` iterations, its cosine over the same (README's CPU run: 2000)."""
     return [PY, "-u", "benchmarks/nanogpt_ref.py", "--seed", str(seed), "--threads", str(threads),
-            "--out", str(out)]  # fmt: skip
+            "--max_iters", str(iters), "--lr_decay_iters", str(iters), "--out", str(out)]  # fmt: skip
 
 
 def ours_cmd(recipe: str, seed: int, budget_s: float | None, steps: int | None, root: Path, extra: list[str]):
@@ -80,7 +81,7 @@ def ours_cmd(recipe: str, seed: int, budget_s: float | None, steps: int | None, 
             "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
 
 
-def score_ours(recipe: str, root: Path, threads: int) -> dict:
+def score_ours(recipe: str, root: Path, threads: int, extra: list[str]) -> dict:
     """`text-lm test` of the run's last checkpoint: the whole held-out split."""
     import yaml
 
@@ -89,7 +90,7 @@ def score_ours(recipe: str, root: Path, threads: int) -> dict:
     ckpt = version / "checkpoints" / "last.ckpt"
     steps = read_checkpoint(ckpt)["global_step"]
     cmd = [PY, "-m", "text_lm.cli", "test", "-c", recipe, "--ckpt_path", str(ckpt),
-           "--trainer.default_root_dir", str(root / "test"), "--trainer.enable_progress_bar", "false"]  # fmt: skip
+           "--trainer.default_root_dir", str(root / "test"), "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
     subprocess.run(["nice", "-n", "10", *cmd], cwd=ROOT, env=_env(threads), check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
     test = latest_version(root / "test" / name)
@@ -104,7 +105,7 @@ def score_ours(recipe: str, root: Path, threads: int) -> dict:
 def run_seed(a, seed: int, out: Path) -> dict:
     sd = out / f"seed{seed}"
     load0 = os.getloadavg()
-    peer = start(peer_cmd(seed, a.threads, sd / "peer.json"), sd / "peer.log", a.threads)
+    peer = start(peer_cmd(seed, a.threads, sd / "peer.json", a.peer_iters), sd / "peer.log", a.threads)
     if a.mode == "sequential":
         p = finish(*peer, "nanogpt_ref")
         budget = p["wall_s"] if a.budget_s is None else a.budget_s
@@ -117,11 +118,12 @@ def run_seed(a, seed: int, out: Path) -> dict:
         )
         p, o = finish(*peer, "nanogpt_ref"), finish(*ours, "text-lm fit")
     load1 = os.getloadavg()
+    (sd / "walls.json").write_text(json.dumps({"peer": p, "ours": o}))  # kept if scoring fails
     pj = json.loads((sd / "peer.json").read_text())
     label = f"{a.budget_steps} steps" if a.budget_steps else f"{budget:.0f} s"
     row = {"seed": seed, "mode": a.mode, "budget": label, "load_before": load0, "load_after": load1,
            "peer": {**p, **{k: pj[k] for k in ("iters", "train_wall_s", "steady_tokens_per_s", "val_bpb")}},
-           "ours": {**o, **score_ours(a.recipe, sd, a.threads)}}  # fmt: skip
+           "ours": {**o, **score_ours(a.recipe, sd, a.threads, a.extra)}}  # fmt: skip
     row["ratio"] = row["ours"]["val_bpb"] / row["peer"]["val_bpb"]
     (sd / "row.json").write_text(json.dumps(row, indent=1))
     return row
@@ -157,6 +159,7 @@ def main() -> None:
     p.add_argument("--mode", choices=("sequential", "concurrent"), default="sequential")
     p.add_argument("--budget-s", type=float, help="ours' max_time in seconds (sequential: the peer's wall)")
     p.add_argument("--budget-steps", type=int, help="concurrent: ours' max_steps instead of a time budget")
+    p.add_argument("--peer-iters", type=int, default=5000, help="nanoGPT's max_iters = lr_decay_iters")
     p.add_argument("--seeds", default="1337")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each process")
     p.add_argument("--parallel-seeds", action="store_true", help="run the seeds at the same time too")
