@@ -48,13 +48,15 @@ def generate(
     use_cache: bool = True,
     image_tokens: torch.Tensor | None = None,
     vocab_limit: int | None = None,
+    banned_ids: list[int] | None = None,
 ) -> list[list[int]]:
     """pixels (B, 3, H, W) and B prompts (prefix ids) -> B lists of new ids, each cut before <|eos|>.
 
     temperature 0 is greedy. use_cache=False re-runs the decoder over the whole sequence at
     each step (the slow reference path; the image tokens are still computed once).
     image_tokens: `model.encode_image(pixels)` when the caller already has it. vocab_limit: sample
-    only ids below it (the tokenizer's size when the embedding table has spare rows).
+    only ids below it (the tokenizer's size when the embedding table has spare rows). banned_ids: ids never
+    generated (`special_ids`: the special tokens other than <|eos|>, which no caption or answer holds).
     """
     B, device = len(prompts), pixels.device
     P = max(len(p) for p in prompts)
@@ -80,7 +82,10 @@ def generate(
     logits = model.decode(x, mask[:, :, :n0, :n0], caches, 0, positions[:, :n0])[:, -1]  # prefill
     out = torch.empty(B, 0, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    banned = torch.tensor(banned_ids or [], dtype=torch.long, device=device)
     for step in range(max_new_tokens):
+        if len(banned):
+            logits = logits.index_fill(-1, banned, float("-inf"))  # (B, V)
         nxt = decode_step(logits, done, eos_id, temperature, top_k, top_p, generator, vocab_limit)  # (B,)
         out = torch.cat([out, nxt[:, None]], dim=1)
         if done.all() or step == max_new_tokens - 1:
@@ -96,6 +101,11 @@ def generate(
     return [row[: row.index(eos_id)] if eos_id in row else row for row in out.tolist()]
 
 
+def special_ids(tok: Tokenizer) -> list[int]:
+    """The special tokens other than <|eos|> (<|bos|>, <|sep|>, <|pad|>, <image>, ...): never part of a text."""
+    return sorted(i for i in tok.special_tokens.values() if i != tok.eos_id)
+
+
 def caption_images(
     model: PaliGemma,
     tok: Tokenizer,
@@ -108,6 +118,7 @@ def caption_images(
     "answer en what color is the circle?")."""
     ids = [prompt_ids(tok, p) for p in prompts]
     new = generate(
-        model, pixels, ids, max_new_tokens, tok.eos_id, tok.pad_id, vocab_limit=tok.vocab_size, **sampling
-    )
+        model, pixels, ids, max_new_tokens, tok.eos_id, tok.pad_id, vocab_limit=tok.vocab_size,
+        banned_ids=special_ids(tok), **sampling,
+    )  # fmt: skip
     return [tok.decode(row).strip() for row in new]

@@ -33,7 +33,7 @@ from torchmetrics.text import BLEUScore
 from shared.errors import UserError
 from shared.train.data_contract import ImageTextData
 from shared.train.system import System
-from vision_lm.caption_generate import generate, prompt_ids
+from vision_lm.caption_generate import generate, prompt_ids, special_ids
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
 from vision_lm.paligemma_config import PaliGemmaConfig
@@ -187,6 +187,7 @@ class CaptionerModule(System):
             tok.pad_id,
             image_tokens=img,
             vocab_limit=tok.vocab_size,
+            banned_ids=special_ids(tok),
         )
         preds = [tok.decode(r).strip() for r in new]
         truths = [

@@ -145,3 +145,17 @@ def test_text_layout_round_trips_through_generation_prompt():
     tok = Tokenizer.train(["caption en", "a small red circle"], 270, progress=False)
     ids, n, _ = TextEncoder(tok, 16).prefix_suffix("caption en", "a small red circle")
     assert prompt_ids(tok, "caption en") == ids[:n]
+
+
+def test_banned_ids_are_never_generated_and_change_nothing_else(model):
+    pixels = torch.randn(2, 3, 16, 16)
+    free = generate(model, pixels, prompts()[:2], 8, eos_id=None)
+    banned = sorted({t for row in free for t in row[:3]})  # the first tokens the model picks on its own
+    constrained = generate(model, pixels, prompts()[:2], 8, eos_id=None, banned_ids=banned)
+    assert all(t not in banned for row in constrained for t in row)
+    n = model.config.n_image_tokens + len(prompts()[0])
+    with torch.no_grad():  # the reference: the uncached prefill logits of the first (unpadded) prompt
+        x = torch.cat([model.encode_image(pixels), model.embed_text(torch.tensor([prompts()[0]] * 2))], 1)
+        logits = model.decode(x, prefix_lm_mask(torch.full((2,), n), n))[:, -1]  # (2, V)
+    expected = logits.index_fill(-1, torch.tensor(banned), float("-inf")).argmax(-1)[0].item()
+    assert constrained[0][0] == expected  # the best allowed id, the same forward otherwise
