@@ -69,9 +69,8 @@ def launch(method: str, args, out: Path) -> tuple[subprocess.Popen, float]:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log), time.perf_counter()
 
 
-def finish(method: str, proc: subprocess.Popen, t0: float, out: Path) -> dict:
-    """Wait for one run: its wall time, peak RSS (its own, from wait4) and checkpoint."""
-    _, status, usage = os.wait4(proc.pid, 0)
+def finish(method: str, t0: float, status: int, usage, out: Path) -> dict:
+    """One ended run (`wait4`'s status and usage): its wall time, peak RSS (its own) and checkpoint."""
     wall = time.perf_counter() - t0
     if status != 0:
         raise SystemExit(f"{method} fine-tuning failed (see {out / f'{method}.log'})")
@@ -103,9 +102,14 @@ def main() -> None:
     rows = [("base (no fine-tuning)", response_bpb(args.base, test, args.seq_len), None, None)]
     load = os.getloadavg()[0]
     started = {m: launch(m, args, args.out) for m in ("full", "lora")}  # side by side: the same contention
-    runs = {m: finish(m, *started[m], args.out) for m in started}
+    runs = {}
+    while len(runs) < len(started):  # in the order they end, so each wall time is its own
+        pid, status, usage = os.wait4(-1, 0)
+        m = next(m for m, (proc, _) in started.items() if proc.pid == pid)
+        runs[m] = finish(m, started[m][1], status, usage, args.out)
     load = f"{load:.1f} -> {os.getloadavg()[0]:.1f}"
-    for m, r in runs.items():
+    for m in ("full", "lora"):
+        r = runs[m]
         rows.append((m, response_bpb(r["ckpt"], test, args.seq_len), r, r["lora_params"] or total))
     full = runs["full"]
     print(
