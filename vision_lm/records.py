@@ -15,7 +15,7 @@ to RGB, turned upright by their EXIF orientation, transparency onto white.
 
 Reading never crashes on bad data: a metadata line that is not JSON, names a missing file
 or has an empty caption is skipped and counted (`Split.skipped`); unreadable images are
-found when the images are decoded (`vision_lm/data.py`). A folder without metadata is an
+found when the images are decoded (`vision_lm/image_dataset.py`). A folder without metadata is an
 error naming it.
 """
 

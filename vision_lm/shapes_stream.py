@@ -13,7 +13,7 @@ train split, so the stream is a pure function of (seed, position): `make-shapes`
 workers render in parallel, and `shared/train/stream_sampler.StreamSampler` splits positions over
 DDP ranks and resumes exactly from Lightning's batch count.
 
-Items are those of `vision_lm.data.ImageTextDataset`: (uint8 (3, S, S) pixels, position, record, task).
+Items are those of `vision_lm.image_dataset.ImageTextDataset`: (uint8 (3, S, S) pixels, position, record, task).
 """
 
 from __future__ import annotations
