@@ -151,6 +151,9 @@ def run_rung(
     if seed is not None:  # the initialisation and the training windows
         head += ["--seed_everything", str(seed), "--data.seed", str(seed)]
     cfg = resolve(config, head + passed)
+    if cfg["seed_everything"] != 1337:  # the default seed keeps the run folder of a one-seed ladder
+        head += ["--model.config.name", f"{cfg['model']['config']['name']}-seed{cfg['seed_everything']}"]
+        cfg = resolve(config, head + passed)
     label, tps = rung_label(config), tokens_per_step(cfg)
     steps, max_time = plan_steps(cfg, budget_tokens, budget_minutes)
     budget = [
@@ -167,8 +170,6 @@ def run_rung(
     )
 
     run_dir = out / cfg["model"]["config"]["name"]
-    if seed != 1337:  # the default seed keeps the folder name of a one-seed ladder
-        run_dir = run_dir.with_name(f"{run_dir.name}-seed{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh version_0 for each rung, side by side in TensorBoard
     run_dir.mkdir(parents=True)
     spec = {"config": str(config), "fit_args": head + budget + passed, "resolved": cfg}
