@@ -157,3 +157,22 @@ def test_shipped_siglip_config_trains_and_scores_zero_shot_on_it(real, tmp_path)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["zero_shot_templates"] == ["scan of a {}", "{} x-ray"]
     assert {"val/zero_shot_acc", "val/recall@1_i2t"} <= set(logged_tags(run))
+
+
+def test_a_saved_datasets_table_is_read_lazily_too(real, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    d = datasets.load_dataset("imagefolder", data_dir=str(real), cache_dir=str(tmp_path / "cache"))
+    d.save_to_disk(str(tmp_path / "saved"))
+    dm = ImageTextDataModule(
+        str(tmp_path / "saved"), batch_size=4, image_size=16, max_len=16, cache_images=False
+    )
+    dm.setup("fit")
+    with pytest.warns(UserWarning, match="longer than max_len"):
+        ds = dm.dataset("val")
+    assert ds.pixels is None and isinstance(ds.records[0].image, int)  # row numbers, decoded when read
+    files = ImageTextDataModule(str(real), image_size=16, max_len=16, cache_images=False)
+    files.setup("fit")
+    with pytest.warns(UserWarning):  # the long val caption
+        same = files.dataset("val")
+    assert torch.equal(ds[3][0], same[3][0]) and ds[3][2].text == same[3][2].text
