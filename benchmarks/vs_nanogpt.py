@@ -51,14 +51,25 @@ def start(cmd: list[str], log: Path, threads: int) -> tuple[subprocess.Popen, fl
     return proc, time.perf_counter()
 
 
-def finish(proc: subprocess.Popen, t0: float, what: str) -> dict:
-    """Wait for `proc`: its wall time and CPU time (user + sys, its own and its children's)."""
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{what} failed with exit code {proc.returncode}; see its log")
-    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime}
+def finish(*runs: tuple[subprocess.Popen, float, str]) -> list[dict]:
+    """Wait for every (process, start time, name): each one's wall time (polled every 0.2 s, so each gets
+    its own end time) and CPU time (user + sys, its own and its children's)."""
+    out: dict[int, dict] = {}
+    while len(out) < len(runs):
+        for proc, t0, what in runs:
+            if proc.pid in out:
+                continue
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if not pid:
+                continue
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(
+                    f"{what} failed with exit code {os.waitstatus_to_exitcode(status)}; see its log"
+                )
+            proc.returncode = 0
+            out[proc.pid] = {"wall_s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime}
+        time.sleep(0.2)
+    return [out[proc.pid] for proc, _, _ in runs]
 
 
 def peer_cmd(seed: int, threads: int, out: Path, iters: int) -> list[str]:
@@ -106,16 +117,18 @@ def run_seed(a, seed: int, out: Path) -> dict:
     load0 = os.getloadavg()
     peer = start(peer_cmd(seed, a.threads, sd / "peer.json", a.peer_iters), sd / "peer.log", a.threads)
     if a.mode == "sequential":
-        p = finish(*peer, "nanogpt_ref")
+        [p] = finish((*peer, "nanogpt_ref"))
         budget = p["wall_s"] if a.budget_s is None else a.budget_s
-        o = finish(*start(ours_cmd(a.recipe, seed, budget, a.budget_steps, sd / "fit", a.extra), sd / "ours.log", a.threads),
-                   "text-lm fit")  # fmt: skip
+        ours = start(
+            ours_cmd(a.recipe, seed, budget, a.budget_steps, sd / "fit", a.extra), sd / "ours.log", a.threads
+        )
+        [o] = finish((*ours, "text-lm fit"))
     else:
         budget = a.budget_s
         ours = start(
             ours_cmd(a.recipe, seed, budget, a.budget_steps, sd / "fit", a.extra), sd / "ours.log", a.threads
         )
-        p, o = finish(*peer, "nanogpt_ref"), finish(*ours, "text-lm fit")
+        p, o = finish((*peer, "nanogpt_ref"), (*ours, "text-lm fit"))
     load1 = os.getloadavg()
     (sd / "walls.json").write_text(json.dumps({"peer": p, "ours": o}))  # kept if scoring fails
     pj = json.loads((sd / "peer.json").read_text())
