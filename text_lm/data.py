@@ -28,15 +28,14 @@ those of the concatenation; a window may cross from one shard into the next.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
+from shared.train.stream_sampler import ResumableLoader, StreamSampler
 from text_lm.shards import TokenStream, load_prepared
 
 _MASK64 = (1 << 64) - 1
@@ -105,45 +104,8 @@ class ContiguousWindows(_Windows):
         return self.window(int(k) * self.seq_len)
 
 
-class WindowSampler(DistributedSampler):
-    """Hands rank r of R the stream indices j = p * R + r, for p = p0, p0 + 1, ... (one epoch's worth).
-
-    `p0` is where this rank's stream stands when an iteration (an epoch) begins:
-    `batches_done() * batch_size` under Lightning (its count of training batches so far,
-    restored from checkpoints), else `epoch * len(self)` from `set_epoch`. A DistributedSampler,
-    so that Lightning keeps it under DDP instead of wrapping it.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        num_replicas: int = 1,
-        rank: int = 0,
-        batch_size: int = 1,
-        batches_done: Callable[[], int] | None = None,
-    ):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=True)
-        self.per_rank = len(dataset) // num_replicas
-        self.batch_size, self.batches_done = batch_size, batches_done
-
-    def __len__(self) -> int:
-        return self.per_rank
-
-    def __iter__(self):
-        p0 = self.batches_done() * self.batch_size if self.batches_done else self.epoch * self.per_rank
-        R = self.num_replicas
-        return iter(range(p0 * R + self.rank, (p0 + self.per_rank) * R, R))
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader that tells Lightning it resumes mid-epoch (its `_Stateful` check), which it does:
-    `WindowSampler` restarts from Lightning's own restored batch count, so there is no state to save."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        pass
+WindowSampler = StreamSampler
+"""Training windows are a position-addressed stream: the shared exact-resume sampler reads them."""
 
 
 class TextDataModule(L.LightningDataModule):
