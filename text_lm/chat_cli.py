@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     from shared.nn.lora import merge_lora
     from shared.tokenizer.chat import END, START
     from text_lm.checkpoint import model_from_checkpoint
-    from text_lm.generate import generate_tokens
+    from text_lm.generate import generate_from_args
 
     model, tok = model_from_checkpoint(args.checkpoint)
     if tok is None:
@@ -106,17 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         reply: list[int] = []
-        stream = generate_tokens(
-            model,
-            torch.tensor([ids], device=args.device),
-            args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            eos_id=end,
-            generator=g,
-            vocab_limit=tok.vocab_size,
-        )
+        stream = generate_from_args(model, ids, args, tok, end, g)
         for t in stream:
             t = int(t)
             if t == end:

@@ -82,3 +82,19 @@ def generate(model: Llama, prompt: torch.Tensor, max_new_tokens: int, **kwargs) 
     """Collect `generate_tokens` into (B, T0 + new) ids."""
     new = list(generate_tokens(model, prompt, max_new_tokens, **kwargs))
     return torch.cat([prompt, torch.stack(new, dim=1)], dim=1) if new else prompt
+
+
+def generate_from_args(model: Llama, ids: list[int], args, tok, eos_id: int | None, generator=None):
+    """`generate_tokens` for the CLIs (`generate`, `chat`): the prompt ids and the sampling flags of
+    `shared/train/sampling_args.py` (`args.device`, `max_new_tokens`, `temperature`, `top_k`, `top_p`)."""
+    return generate_tokens(
+        model,
+        torch.tensor([ids], device=args.device),
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        eos_id=eos_id,
+        generator=generator,
+        vocab_limit=tok.vocab_size,
+    )

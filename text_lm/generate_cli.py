@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from text_lm.checkpoint import model_from_checkpoint
-    from text_lm.generate import generate_tokens
+    from text_lm.generate import generate_from_args
 
     model, tok = model_from_checkpoint(args.checkpoint)
     if tok is None:
@@ -58,17 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = sys.stdout
     out.write(args.prompt)
-    stream = generate_tokens(
-        model,
-        torch.tensor([ids], device=args.device),
-        args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        eos_id=tok.eos_id,
-        generator=g,
-        vocab_limit=tok.vocab_size,
-    )
+    stream = generate_from_args(model, ids, args, tok, tok.eos_id, g)
     for t in stream:
         t = int(t)
         if t == tok.eos_id:
