@@ -15,7 +15,6 @@ is read as `shared.train.data_contract.TextData`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import Literal
 
 import torch
@@ -24,7 +23,7 @@ from torchmetrics.text import Perplexity
 
 from shared.errors import UserError
 from shared.train.data_contract import TextData
-from shared.train.finetune import LoRA, LoRAConfig
+from shared.train.finetune import LoRAConfig, set_lora
 from shared.train.system import System
 from text_lm.checkpoint import load_model_weights
 from text_lm.config import LlamaConfig
@@ -89,10 +88,7 @@ class LanguageModelModule(System):
             schedule=schedule,
             decay_fraction=decay_fraction,
         )
-        if lora is not None:  # hparams stay plain data (weights_only checkpoint loading)
-            lora = LoRAConfig(**lora) if isinstance(lora, dict) else lora
-            self.hparams["lora"] = asdict(lora)
-            self.finetuning = LoRA(lora, base=init_from)
+        set_lora(self, lora, init_from)
         self.val_ppl = Perplexity(ignore_index=-100)  # -100: prompt and padding targets (no loss)
         self._expert_load: list[torch.Tensor] = []
 

@@ -109,6 +109,16 @@ class LoRA:
             checkpoint["state_dict"].setdefault(k, v)
 
 
+def set_lora(system, lora: LoRAConfig | dict | None, init_from: str | None) -> None:
+    """A system's `lora` argument (a LoRAConfig, or the YAML's dict) -> `system.finetuning`, its
+    hparams kept as plain data (weights_only checkpoint loading); None leaves full fine-tuning."""
+    if lora is None:
+        return
+    config = LoRAConfig(**lora) if isinstance(lora, dict) else lora
+    system.hparams["lora"] = asdict(config)
+    system.finetuning = LoRA(config, base=init_from)
+
+
 def trainable_counts(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameters, tied tensors counted once."""
     seen, trainable, total = set(), 0, 0
