@@ -3,7 +3,7 @@
 Each line read from stdin is a user message. The conversation so far goes through the chat
 template of the checkpoint's tokenizer (`shared/tokenizer/chat.py`) with the assistant header
 appended, and the reply is sampled token by token with the KV cache until `<|eos|>` (the end of
-a turn) or `--max-new-tokens`, printed as it comes.
+a turn; a role token, which would open a new one, also stops it) or `--max-new-tokens`, printed as it comes.
 
 History stays within the context window: before each reply, the oldest exchanges are dropped
 until the prompt plus `--max-new-tokens` fit `max_seq_len` (the `--system` message is kept). A
@@ -61,15 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from shared.nn.lora import merge_lora
-    from shared.tokenizer.chat import END, START
+    from shared.tokenizer.chat import END, stop_ids
     from text_lm.checkpoint import model_from_checkpoint
     from text_lm.generate import generate_from_args
 
     model, tok = model_from_checkpoint(args.checkpoint)
     if tok is None:
         raise UserError(f"{args.checkpoint}: no tokenizer stored in the checkpoint")
-    end = tok.token_id(END)
-    tok.token_id(START)
+    end, stops = tok.token_id(END), stop_ids(tok)  # stop_ids: UserError if tok has no chat layout
     merge_lora(model)
     model.to(args.device)
     room = model.config.max_seq_len - args.max_new_tokens
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         stream = generate_from_args(model, ids, args, tok, end, g)
         for t in stream:
             t = int(t)
-            if t == end:
+            if t in stops:
                 break
             reply.append(t)
             out.write(decoder.decode(tok.token_bytes(t)))

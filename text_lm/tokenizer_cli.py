@@ -88,7 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="A,B,...",
         help="comma-separated special tokens, ids after the merges "
-        "(default: <|bos|>,<|eos|>,<|pad|>,<image>,<|sep|>; '' for none)",
+        "(default: <|bos|>,<|eos|>,<|pad|>,<image>,<|sep|>,<|system|>,<|user|>,<|assistant|>; '' for none)",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 

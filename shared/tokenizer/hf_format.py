@@ -28,7 +28,7 @@ from pathlib import Path
 
 from shared.errors import UserError
 from shared.io import write_json_atomic
-from shared.tokenizer.chat import CHAT_TEMPLATE, END, START
+from shared.tokenizer.chat import chat_template
 from shared.tokenizer.file_format import FILE_TYPE, FILE_VERSION
 
 
@@ -99,7 +99,8 @@ def to_hf_tokenizer(tok) -> dict:
 def hf_tokenizer_config(tok, model_max_length: int) -> dict:
     """`tokenizer_config.json`: the fast tokenizer class, which specials are bos / eos / pad, the chat template."""
     names = {i: name for name, i in tok.special_tokens.items()}
-    chat = {"chat_template": CHAT_TEMPLATE} if {START, END} <= set(tok.special_tokens) else {}
+    template = chat_template(tok)  # the layout this tokenizer's specials allow, if any
+    chat = {"chat_template": template} if template else {}
     return {
         **chat,  # shared/tokenizer/chat.py: apply_chat_template gives our ids
         "tokenizer_class": "PreTrainedTokenizerFast",

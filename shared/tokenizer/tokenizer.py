@@ -42,7 +42,18 @@ from shared.tokenizer.file_format import (
 )
 from shared.tokenizer.hf_format import from_hf_tokenizer
 
-DEFAULT_SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<image>", "<|sep|>")
+# The chat roles come last, so the older specials keep their order; a tokenizer trained before they
+# existed lacks them and the chat template falls back to roles as text (shared/tokenizer/chat.py).
+DEFAULT_SPECIAL_TOKENS = (
+    "<|bos|>",
+    "<|eos|>",
+    "<|pad|>",
+    "<image>",
+    "<|sep|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+)
 
 
 class Tokenizer:

@@ -18,7 +18,7 @@ from shared.tokenizer.hf_format import from_hf_tokenizer, to_hf_tokenizer, write
 
 tokenizers = pytest.importorskip("tokenizers")
 
-SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>", "<image>", "<|sep|>"]
+SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>", "<image>", "<|sep|>", "<|system|>", "<|user|>", "<|assistant|>"]
 pieces = st.one_of(
     st.text(max_size=40),  # any Unicode, surrogates excluded
     st.text(alphabet=" \t\n\r\x0b\x0c\u00a0\u3000", max_size=12),  # whitespace runs of every kind

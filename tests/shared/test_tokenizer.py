@@ -173,8 +173,11 @@ def test_training_is_deterministic_and_order_free():
 
 def test_vocab_size_counts_bytes_merges_and_specials(tok):
     assert tok.vocab_size == 512 == 256 + len(tok.merges) + len(DEFAULT_SPECIAL_TOKENS)
-    assert [tok.bos_id, tok.eos_id, tok.pad_id] == [507, 508, 509]
-    assert tok.token_id("<image>") == 510 and tok.token_id("<|sep|>") == 511
+    assert len(tok.merges) == 512 - 256 - 8  # the 8 defaults take their ids from the merges' share
+    assert [tok.bos_id, tok.eos_id, tok.pad_id] == [504, 505, 506]
+    assert tok.token_id("<image>") == 507 and tok.token_id("<|sep|>") == 508
+    roles = [tok.token_id(name) for name in ("<|system|>", "<|user|>", "<|assistant|>")]
+    assert roles == [509, 510, 511]  # the chat roles last, so the older specials keep their order
 
 
 def test_too_small_vocab_and_empty_corpus_are_user_errors():

@@ -112,11 +112,11 @@ def test_chat_keeps_history_resets_and_refuses_an_overlong_message_in_one_line(l
     tok = model_from_checkpoint(last)[1]
     said = [tok.decode(p) for p in prompts]
     assert len(said) == 3
-    assert said[0] == "<|sep|>user\nWho is there?<|eos|><|sep|>assistant\n"
+    assert said[0] == "<|user|>Who is there?<|eos|><|assistant|>"  # the role-token layout
     assert said[1].startswith(said[0]) and said[1].endswith(
-        "<|sep|>user\nStand, and unfold yourself.<|eos|><|sep|>assistant\n"
+        "<|user|>Stand, and unfold yourself.<|eos|><|assistant|>"
     )
-    assert said[2] == "<|sep|>user\nHe.<|eos|><|sep|>assistant\n"  # after /reset
+    assert said[2] == "<|user|>He.<|eos|><|assistant|>"  # after /reset
 
 
 def test_history_drops_the_oldest_exchanges_to_fit_the_context(lora_run):

@@ -41,7 +41,9 @@ def tokfile(tmp_path_factory) -> Path:
 
 def test_train_writes_a_loadable_tokenizer(tokfile):
     tok = Tokenizer.load(tokfile)
-    assert tok.vocab_size == 400 and tok.eos_id == 396
+    assert (
+        tok.vocab_size == 400 and len(tok.merges) == 400 - 256 - 8 and tok.eos_id == 393
+    )  # 8 default specials
     assert tok.merges == Tokenizer.train([PLAY.read_text()], 400, progress=False).merges
 
 
@@ -55,7 +57,7 @@ def test_encode_decode_roundtrip(tokfile):
     assert dec.returncode == 0 and dec.stdout == text
 
     special = cli("encode", "--tokenizer", str(tokfile), "--allow-special", stdin=b"a<|eos|>")
-    assert int(special.stdout.split()[-1]) == 396
+    assert int(special.stdout.split()[-1]) == 393
 
 
 def test_bad_ids_on_stdin(tokfile):
@@ -76,7 +78,7 @@ def test_bad_training_arguments(tmp_path):
     assert_user_error(
         cli("train", "--input", str(tmp_path / "*.txt"), "--vocab-size", "300", "--out", out), "*.txt"
     )
-    assert_user_error(cli("train", "--input", str(PLAY), "--vocab-size", "100", "--out", out), "100", "261")
+    assert_user_error(cli("train", "--input", str(PLAY), "--vocab-size", "100", "--out", out), "100", "264")
     assert not Path(out).exists()
 
 
