@@ -13,7 +13,9 @@ generated greedily for every validation example (KV-cached, `caption_generate.py
 colour-shape pairs) as test/*.
 
 The image tower may start from a trained SigLIP (`vision_init_from`) and learn more slowly
-than the rest (`vision_lr_multiplier`), as PaliGemma's first stage does.
+than the rest (`vision_lr_multiplier`), as PaliGemma's first stage does. Fine-tuning starts from a
+whole captioner (`init_from`, its tokenizer too); `lora` then trains low-rank adapters on it alone
+(the seam of the system base, `shared/train/finetune.py`, as the text system's `model.lora`).
 
 On the shared system base (`shared/train/system.py`): starting weights, frozen parts and learning
 rate factors are its hooks (`load_initial_weights`, `frozen_modules`, `param_group_options`).
@@ -32,6 +34,7 @@ from torchmetrics.text import BLEUScore
 
 from shared.errors import UserError
 from shared.train.data_contract import ImageTextData
+from shared.train.finetune import LoRAConfig, set_lora
 from shared.train.system import System
 from vision_lm.caption_generate import generate, prompt_ids, special_ids
 from vision_lm.caption_grid import caption_grid
@@ -54,6 +57,8 @@ class CaptionerModule(System):
         min_lr_ratio: float = 0.1,
         vision_lr_multiplier: float = 1.0,
         vision_init_from: str | None = None,
+        init_from: str | None = None,
+        lora: LoRAConfig | None = None,
         compile: bool = False,
         gradient_checkpointing: bool = False,
         schedule: Literal["cosine", "wsd"] = "cosine",
@@ -72,6 +77,12 @@ class CaptionerModule(System):
                 a pretrained SigLIP tower; 0 freezes it).
             vision_init_from: a SigLIP (or captioner) checkpoint whose image tower initialises ours
                 when fitting; its vision config must equal model.config.vision (pooling aside).
+            init_from: fine-tune: a captioner checkpoint (.ckpt, a LoRA one merged) or export-hf
+                folder whose weights (and tokenizer) start the model; its config must equal
+                model.config (name aside). Weights only: a fresh optimizer and schedule.
+            lora: train low-rank adapters on the `init_from` base instead of every weight
+                (shared/train/finetune.py): only the adapters train and are saved. Targets by layer
+                name, or globs such as "decoder.*.qkv_proj" for the decoder alone.
             compile: torch.compile the model (not the LightningModule).
             gradient_checkpointing: recompute each block's activations (image tower and decoder) in
                 the backward pass instead of keeping them: less memory, about one more forward pass,
@@ -97,6 +108,11 @@ class CaptionerModule(System):
             raise UserError(f"vision_lr_multiplier must be >= 0, got {vision_lr_multiplier}")
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        if init_from and vision_init_from:
+            raise UserError(
+                "set init_from (a whole captioner) or vision_init_from (an image tower), not both"
+            )
+        set_lora(self, lora, init_from)
         self.caption_exact, self.vqa_acc, self.bleu = MeanMetric(), MeanMetric(), BLEUScore(n_gram=4)
         self._counts = torch.zeros(2, dtype=torch.long)  # (captions, answers) scored this epoch
         self._samples: list[tuple] = []
@@ -105,8 +121,16 @@ class CaptionerModule(System):
         return PaliGemma(self.config)
 
     def load_initial_weights(self) -> None:
-        """`vision_init_from`: the image tower of a SigLIP or captioner checkpoint, when fitting only
-        (a resumed run then loads its own weights; an evaluation scores the checkpoint it is given)."""
+        """`init_from`: the whole captioner, always (a LoRA checkpoint holds adapters only, so its
+        evaluation and resume need the base too). `vision_init_from`: the image tower of a SigLIP or
+        captioner checkpoint, when fitting only (a resumed run then loads its own weights; an
+        evaluation scores the checkpoint it is given)."""
+        if self.hparams.get("init_from"):
+            from vision_lm.checkpoint import load_captioner_weights
+
+            load_captioner_weights(self.model, self.hparams.init_from)
+            rank_zero_info(f"captioner initialised from {self.hparams.init_from}")
+            return
         path = self.hparams.vision_init_from
         if not path or self._trainer is None or self.trainer.state.fn != "fit":
             return
@@ -132,6 +156,8 @@ class CaptionerModule(System):
             return
         if dm.mode == "contrastive":
             raise UserError("the captioner needs data.mode captioning, vqa or multitask (got contrastive)")
+        if self.hparams.get("init_from"):
+            self._use_base_tokenizer(dm)
         dm.bind(self.config.vision.image_size, self.config.decoder.max_len)
         # The longest suffix (+ <|eos|>) a row can hold; evaluation must never cut what it scores.
         longest = self.config.decoder.max_len - len(prompt_ids(dm.tokenizer, CAPTION_PREFIX))
@@ -146,6 +172,21 @@ class CaptionerModule(System):
                 f"the tokenizer has {dm.tokenizer.vocab_size} tokens but model.config.decoder.vocab_size "
                 f"is {vocab}; raise it to at least {dm.tokenizer.vocab_size}"
             )
+
+    def _use_base_tokenizer(self, dm: ImageTextData) -> None:
+        """A fine-tuned captioner reads the ids its base learnt: the base's tokenizer replaces one the
+        data trained; a different one named by data.tokenizer is refused."""
+        from vision_lm.checkpoint import base_tokenizer
+
+        tok = base_tokenizer(self.hparams.init_from)
+        if tok is None or (dm.tokenizer is not None and dm.tokenizer.sha256 == tok.sha256):
+            return
+        if dm.tokenizer is not None and not dm.tokenizer_trained:
+            raise UserError(
+                f"data.tokenizer differs from the tokenizer of model.init_from {self.hparams.init_from}; "
+                "leave data.tokenizer unset"
+            )
+        dm.set_tokenizer(tok, trained=True)
 
     def count_batch(self, batch) -> dict[str, int]:
         B, T = batch["input_ids"].shape

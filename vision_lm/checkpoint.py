@@ -4,7 +4,9 @@
 plain containers only, so a checkpoint cannot run code; a truncated or foreign file is a
 `UserError` naming it. Every system's checkpoint names its kind (`"model_type"`: "siglip",
 "paligemma", or "llama" for text-lm's; `shared/train/system.py`); SigLIP checkpoints written
-before SigLIP stored its type carry none, so no type means SigLIP.
+before SigLIP stored its type carry none, so no type means SigLIP. A LoRA captioner checkpoint
+holds its adapters alone and names its base by path and hash (`shared/train/finetune.py`): it is
+rebuilt from that base (`load_captioner_weights`, also the `init_from` of a fine-tuning run).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 import torch
 
 from shared.errors import UserError
+from shared.nn.lora import merge_lora
 from shared.tokenizer import Tokenizer
 from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
+from shared.train.finetune import load_adapters
 from vision_lm.config import SigLIPConfig, VisionConfig
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import PaliGemmaConfig
@@ -77,12 +81,57 @@ def siglip_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loaded
 
 
 def captioner_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> LoadedCaptioner:
+    """The captioner and its tokenizer. A LoRA checkpoint (`finetune` key) is rebuilt from the base
+    it names, hash checked, plus its adapters, unmerged (`shared.nn.lora.merge_lora` folds them)."""
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
     model = PaliGemma(_checked_config(ckpt, path, "paligemma", PaliGemmaConfig))
-    state = submodule_state(ckpt)
-    state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
-    load_state_strict(model, state, str(path))
+    if "finetune" in ckpt:
+        load_adapters(model, ckpt, load_captioner_weights, str(path))
+    else:
+        state = submodule_state(ckpt)
+        state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
+        load_state_strict(model, state, str(path))
     return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path))
+
+
+def load_captioner_weights(model: PaliGemma, path: str | Path) -> None:
+    """Fine-tuning (`init_from`) and LoRA bases: copy a whole captioner into `model`, from a `.ckpt`
+    (a LoRA one merged) or an `export-hf` folder. Its config must equal `model.config` (name and
+    `zero_init_projector`, which only sets the start of training, aside); an export folder's
+    config.json resolves sizes ours may leave None, so there only the tensors' shapes are checked."""
+    p = Path(path)
+    if p.is_dir():
+        from vision_lm.hf_paligemma import load_hf
+
+        load_state_strict(model, load_hf(p).state_dict(), str(p))
+        return
+    base = captioner_from_checkpoint(p).model
+    merge_lora(base)
+    ours, theirs = _flat(model.config.to_dict()), _flat(base.config.to_dict())
+    for key in ours:
+        if key not in ("name", "zero_init_projector") and ours[key] != theirs.get(key):
+            raise UserError(
+                f"{p}: its {key} is {theirs.get(key)!r}, model.config.{key} is {ours[key]!r} "
+                "(the config must describe the base captioner)"
+            )
+    load_state_strict(model, base.state_dict(), str(p))
+
+
+def base_tokenizer(path: str | Path) -> Tokenizer | None:
+    """The tokenizer a fine-tuning base was trained with: a `.ckpt`'s own, an export folder's
+    bpe_tokenizer.json; None when it has none."""
+    p = Path(path)
+    if p.is_dir():
+        return Tokenizer.load(p / "bpe_tokenizer.json") if (p / "bpe_tokenizer.json").is_file() else None
+    return _tokenizer(read_checkpoint(p), p)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"decoder": {"dim": 128}} -> {"decoder.dim": 128}."""
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def vision_tower_state(path: str | Path, vision: VisionConfig) -> dict[str, torch.Tensor]:

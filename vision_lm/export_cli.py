@@ -1,7 +1,9 @@
 """`vision-lm export-hf`: a checkpoint -> a folder Hugging Face transformers loads.
 
 SigLIP checkpoints become `transformers.SiglipModel`, captioner checkpoints
-`transformers.PaliGemmaForConditionalGeneration`, each giving the same outputs as ours.
+`transformers.PaliGemmaForConditionalGeneration`, each giving the same outputs as ours. A LoRA
+captioner checkpoint is rebuilt from its base and exported merged, W + (alpha / r) B A: the base's
+shapes, logits equal to the unmerged model's (shared/nn/lora.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output folder (created; files replaced atomically)")
     args = p.parse_args(argv)
 
+    from shared.nn.lora import merge_lora
     from shared.train.checkpoint import read_checkpoint
     from vision_lm.checkpoint import captioner_from_checkpoint, model_type, siglip_from_checkpoint
     from vision_lm.hf_processor import write_paligemma_processor, write_siglip_processor
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         from vision_lm.hf_siglip import save_hf
 
         loaded = siglip_from_checkpoint(args.checkpoint, ckpt)
+    merge_lora(loaded.model)  # a LoRA checkpoint exports merged (a no-op without adapters)
     unsupported = loaded.model.config.vision.hf_unsupported()
     if unsupported:  # refused before anything is written
         raise UserError(

@@ -154,7 +154,10 @@ def test_user_mistakes_exit_2_with_one_line(run, shapes, tmp_path, capsys):
         assert e.value.code == 2 and err.startswith("error: ") and culprit in err
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("paligemma-*.yaml")))
+# LoRA configs need a base captioner (init_from): tests/vision_lm/test_captioner_lora.py runs theirs.
+@pytest.mark.parametrize(
+    "config", sorted(p.name for p in CONFIGS.glob("paligemma-*.yaml") if "lora" not in p.name)
+)
 def test_every_captioner_config_parses_and_runs_a_step(config, shapes, tmp_path, capsys):
     base = ["-c", str(CONFIGS / config), "--data.data_dir", str(shapes)]
     with pytest.raises(SystemExit) as e:
