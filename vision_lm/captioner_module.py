@@ -112,6 +112,10 @@ class CaptionerModule(System):
             raise UserError(
                 "set init_from (a whole captioner) or vision_init_from (an image tower), not both"
             )
+        if lora is not None and not init_from:  # the shared check would name the text key, model.init_from
+            raise UserError(
+                "LoRA fine-tunes a base captioner: set model.init_args.init_from to its checkpoint"
+            )
         set_lora(self, lora, init_from)
         self.caption_exact, self.vqa_acc, self.bleu = MeanMetric(), MeanMetric(), BLEUScore(n_gram=4)
         self._counts = torch.zeros(2, dtype=torch.long)  # (captions, answers) scored this epoch

@@ -196,6 +196,8 @@ def test_missing_or_incompatible_base_is_one_line(lora_run, shapes, tmp_path, ca
         system.configure_model()
     with pytest.raises(UserError, match="checkpoint not found"):
         CaptionerModule(tiny_config(), init_from=str(tmp_path / "nope.ckpt")).configure_model()
+    with pytest.raises(UserError, match="set model.init_args.init_from"):
+        CaptionerModule(tiny_config(), lora={"rank": 2})
     with pytest.raises(UserError, match="not both"):
         CaptionerModule(tiny_config(), init_from="a.ckpt", vision_init_from="b.ckpt")
     argv = ["fit", "-c", LORA_YAML, *TINY, "--data.data_dir", str(shapes), "--trainer.default_root_dir",
