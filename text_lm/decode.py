@@ -3,24 +3,25 @@
 At 5.5M parameters a decoding step is not arithmetic but dispatch: the training-path forward
 makes ~25 module calls per layer (norm, attention, StackContext, KVCache.update, MLP, ...),
 ~2 ms of Python per token on a CPU. `Decoder` gathers, once per generation, what a step needs
-and runs the step as a flat loop of tensor ops:
+and runs the step as a flat loop of ~15 tensor ops per layer:
 
-    x = embed[tok]                                          (B, D)
-    per layer:  h = norm(x);  [q|k|v] = h W_qkv^T           the fused qkv_proj, its own weight
-                q, k = rope(q, k) at row `pos` of tables precomputed to max_len
-                cache_k[:, :, pos], cache_v[:, :, pos] = k, v     (index_copy_, in place)
-                x += o_proj(softmax(q K^T / sqrt(Dh)) V)   over positions 0..pos (GQA: grouped)
-                h = norm(x);  [g|u] = h W_gate_up^T;  x += down(act(g) * u)
-    logits = head(norm(x))                                  (B, V)
+    x = embed[tok]                                             (B, D)
+    R = [cos_pos | sin_pos] @ basis                             RoPE as one (Dh, Dh) matrix, once per step
+    per layer:  [q|k|v] = n(x) W_qkv                            norm weight folded into W_qkv (decode_weights.py)
+                q, k = [q|k] @ R                                one matmul rotates every head
+                cache_k[:, :, pos], cache_v[:, :, pos] = k, v   (index_copy_, in place)
+                x += softmax(q K^T / sqrt(Dh)) V  W_o           baddbmm, softmax, bmm; addmm_ in place
+                [g|u] = n(x) W_gate_up;  x += (act(g) * u) W_down
+    logits = n(x) W_head                                        (B, V)
 
 The weights are the model's own fused projections (qkv_proj, gate_up_proj: one matmul each),
-transposed once to (in, out) for a small model (see `packed`), the caches are the model's `KVCache` buffers (the prompt is prefilled by the model's
-own forward, so chunked prefill and masks stay in one place), and RoPE tables are computed
-once. Anything the flat step does not know (an MoE or other registered feed-forward, a
-LayerNorm, QK-norm) is called as the module itself; a LoRA-adapted projection is read merged;
-a model with a mixer or linear layer it cannot read decodes through `ModuleStepper` (the
-model's forward, step by step). tests/text_lm/test_decode.py compares the logits and tokens
-with the full-forward path.
+transposed once to (in, out) with the preceding norm folded in (`decode_weights.py`), the
+caches are the model's `KVCache` buffers (the prompt is prefilled by the model's own forward,
+so chunked prefill and masks stay in one place). Anything the flat step does not know (an MoE
+or other registered feed-forward, a Gemma-style norm) is called as the module itself; a
+LoRA-adapted projection is read merged; a model with a mixer or linear layer it cannot read
+decodes through `ModuleStepper` (the model's forward, step by step).
+tests/text_lm/test_decode.py compares the logits and tokens with the full-forward path.
 
 Threads: a small model's step is a chain of ops of a few microseconds each, and every op
 that opens an OpenMP parallel region (matmul, batched matmul, softmax) makes all threads meet;
@@ -29,38 +30,33 @@ load 23 spent 25x the CPU time of 1 thread per token). So while the batch holds 
 `SMALL` parameter-rows (batch x parameters) the decoder runs its steps on one thread, restoring
 the caller's count after each call; `threads=` overrides.
 
-`static=True` attends over the whole cache with a position mask, so every step has the same
-shapes: the form `torch.compile` (`compile=True`) and CUDA graphs (`cuda_graph=True`, on a
-GPU) need. On a CPU the eager flat step is the default; compiling pays only for long
-generations (its one-off compile time is in BENCHMARKS.md next to the speed it buys).
+By default a step attends over the positions written so far (views of the caches, sliced per
+step). `static=True` attends over the whole cache with an additive mask (0 where written, -inf
+after), so every step has the same shapes: the form `torch.compile` (`compile=True`) and CUDA
+graphs (`cuda_graph=True`, on a GPU) need. On a CPU the eager flat step is the default;
+compiling pays only for long generations (its compile time is in BENCHMARKS.md next to the
+speed it buys).
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from shared.nn.attention import Attention
-from shared.nn.mlp import GatedMLP
-from shared.nn.norms import RMSNorm
+from shared.nn.mlp import MLP, GatedMLP
+from shared.nn.relu2 import ReLU2
+from text_lm.decode_weights import Unsupported, foldable, matrix, norm_fn, qk_norm_weight
 from text_lm.model import Llama
 
 SMALL = 2**26
 """batch x parameters below which decoding runs on one thread (llama-tiny at batch 8: 44M)."""
 
-
-_PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-"""model -> {id(weight): (weight, its _version when packed, the (in, out) copy)}: a model's weights
-are transposed once, and again only after they change (an optimizer step or a load bumps the
-version), so a later generation's time to first token does not pay for it."""
-
-
-class Unsupported(TypeError):
-    """A layer the flat step cannot read (`make_decoder` then steps through the model's forward)."""
+__all__ = ["SMALL", "Decoder", "ModuleStepper", "Unsupported", "make_decoder"]
 
 
 @contextmanager
@@ -75,25 +71,22 @@ def _threads(n: int):
             torch.set_num_threads(before)
 
 
-def _norm_fn(norm: torch.nn.Module):
-    """A norm module as a closure of plain ops (RMSNorm: the module's own formula, op for op)."""
-    if isinstance(norm, RMSNorm) and not norm.unit_offset:
-        w, eps = norm.weight, norm.eps
-
-        def rms(x: torch.Tensor) -> torch.Tensor:
-            h = x.float()
-            return w * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
-
-        return rms
-    if isinstance(norm, torch.nn.LayerNorm):
-        w, b, eps, shape = norm.weight, norm.bias, norm.eps, norm.normalized_shape
-        return lambda x: F.layer_norm(x, shape, w, b, eps)
-    return norm  # anything else: the module itself
+def _relu2(u: torch.Tensor) -> torch.Tensor:
+    return F.relu(u).square()
 
 
-def _linear(x: torch.Tensor, wt: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """x (B, in) @ wt (in, out) (+ b): nn.Linear with its weight transposed ahead of time."""
-    return torch.mm(x, wt) if b is None else torch.addmm(b, x, wt)
+def _rope_basis(head_dim: int, device) -> torch.Tensor:
+    """(2 Dh, Dh * Dh) M with [cos | sin] @ M = the rotation matrix R, x @ R = x cos + rotate_half(x) sin
+    (the half-split layout of shared/nn/rope.py): R[j, j] = cos_j, R[j + Dh/2, j] = -sin_j and
+    R[j - Dh/2, j] = sin_j."""
+    half, m = head_dim // 2, torch.zeros(2, head_dim, head_dim, head_dim, device=device)
+    for j in range(head_dim):
+        m[0, j, j, j] = 1.0
+        if j < half:
+            m[1, j, j + half, j] = -1.0
+        else:
+            m[1, j, j - half, j] = 1.0
+    return m.view(2 * head_dim, head_dim * head_dim)
 
 
 class ModuleStepper:
@@ -120,12 +113,28 @@ def make_decoder(model: Llama, batch_size: int, max_len: int, **options) -> Deco
         return ModuleStepper(model, batch_size, max_len)
 
 
+class _Layer:
+    """What one layer's step reads: its matrices (decode_weights.py), norms as plain ops, and views
+    into buffers written with out=, so the step makes no slicing op of its own."""
+
+    __slots__ = (
+        "H", "K", "Dh", "attn_norm", "w_qkv", "b_qkv", "qkv", "qk", "qk_norm", "rot", "k_new", "v_new",
+        "cache_k", "cache_v", "w_o", "b_o", "mlp_norm", "ff", "up", "gate_up", "hidden", "act", "w_up", "b_up",
+        "w_down", "b_down",
+    )  # fmt: skip
+
+
 class Decoder:
     """Greedy/sampled decoding of `model` for `batch_size` rows of up to `max_len` positions.
 
     `prefill(prompt)` -> logits (B, V) of the prompt's last position; `step(tokens (B,))` -> logits
     (B, V) of the next position. Positions advance by one per call.
     """
+
+    BLOCK = 64
+    """The eager step attends over the written positions rounded up to a multiple of this (masked):
+    views per block are made once, so a step slices nothing, and at most BLOCK - 1 masked
+    positions are read."""
 
     def __init__(
         self,
@@ -138,125 +147,162 @@ class Decoder:
         threads: int | None = None,
     ):
         self.model = model
-        if threads is None:
-            small = batch_size * sum(p.numel() for p in model.parameters()) < SMALL
-            threads = 1 if small else torch.get_num_threads()
-        self.threads = threads
-        # Weights in (in, out) order, contiguous: a (1, in) x (in, out) product reads them in
-        # order, measured 1.6x faster per matmul here than nn.Linear's (out, in) at batch 1. A
-        # transposed copy (a small model's: the same budget as threads=1), else a view.
-        self.packed = batch_size * sum(p.numel() for p in model.parameters()) < SMALL
+        small = batch_size * sum(p.numel() for p in model.parameters()) < SMALL
+        self.threads = threads if threads is not None else 1 if small else torch.get_num_threads()
+        self.packed = small  # (in, out) copies with the norms folded in; else views (decode_weights.py)
         self.caches = model.make_kv_caches(batch_size, max_len)
-        self.max_len, self.pos = max_len, 0
+        self.max_len, self.pos, self.B = max_len, 0, batch_size
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.prev_tok = torch.zeros(batch_size, dtype=torch.long, device=self.device)  # last token fed
         stack, cfg = model.stack, model.stack.cfg
         self.static = static or compile or cuda_graph
-        self.layers = [self._layer(layer) for layer in stack.layers]
-        self.final_norm = _norm_fn(stack.norm)
-        self.head = self._mat(model.lm_head)
         self.rope = None
         if stack.rope is not None:
-            cos, sin = stack.rope(0, max_len)  # (max_len, Dh), computed once
-            self.rope = (cos.to(self.dtype), sin.to(self.dtype))
-        self.scale = 1.0 / math.sqrt(cfg.head_dim)
-        self.positions = torch.arange(max_len, device=self.device)  # for the static mask
+            cos, sin = stack.rope(0, max_len)  # (max_len, Dh) each, computed once
+            self.rope = torch.cat([cos, sin], dim=-1).to(self.dtype)  # (max_len, 2 Dh): [cos | sin] rows
+            self.rope_basis = _rope_basis(cfg.head_dim, self.device).to(self.dtype)
+        self.buffers: dict = {}
+        self.layers = [
+            self._layer(layer, cache) for layer, cache in zip(stack.layers, self.caches, strict=True)
+        ]
+        fold = self.packed and foldable(stack.norm)
+        self.final_norm = norm_fn(stack.norm, affine=not fold)
+        self.head = matrix(model, model.lm_head, self.packed, stack.norm if fold else None)
+        self.head_dim, self.scale = cfg.head_dim, 1.0 / math.sqrt(cfg.head_dim)
+        # Additive attention mask, (1, 1, max_len): 0 at written positions, -inf after.
+        self.mask = torch.full((1, 1, max_len), float("-inf"), dtype=self.dtype, device=self.device)
+        self.blocks: dict[int, list] = {}  # span -> per layer (K^T, V, mask) views over that span
         self.pos_t = torch.zeros(1, dtype=torch.long, device=self.device)  # the step's position
+        self.softcap = getattr(model.config, "logit_softcap", None)
+        self.bigram = getattr(model, "bigram_embed", None) is not None
         self.step_fn = self._step
         if compile:
             self.step_fn = torch.compile(self._step, fullgraph=True, dynamic=False)
         self.graph = None
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
 
-    def _mat(self, linear: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if type(linear) is not torch.nn.Linear:  # a LoRA-adapted layer: its merged weight
-            if not hasattr(linear, "merged"):
-                raise Unsupported(f"Decoder cannot read a {type(linear).__name__} as a matrix")
-            merged = linear.merged()
-            return merged.weight.detach().t().contiguous(), merged.bias
-        w = linear.weight
-        if not self.packed:
-            return w.detach().t(), linear.bias  # (in, out), a view
-        cache = _PACKED.setdefault(self.model, {})
-        hit = cache.get(id(w))
-        if hit is None or hit[0] is not w or hit[1] != w._version:  # new or changed in place
-            hit = cache[id(w)] = (w, w._version, w.detach().t().contiguous())  # (in, out)
-        return hit[2], linear.bias
+    def _buffer(self, *shape: int) -> torch.Tensor:
+        """A buffer for out= results, one per shape: every layer's step writes the same ones in turn."""
+        if shape not in self.buffers:
+            self.buffers[shape] = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        return self.buffers[shape]
 
-    def _layer(self, layer) -> dict:
-        attn, mlp = layer.attn, layer.mlp
+    def _layer(self, layer, cache) -> _Layer:
+        attn, mlp, B, mat, d = layer.attn, layer.mlp, self.B, partial(matrix, self.model), _Layer()
         if type(attn) is not Attention:
             raise Unsupported(f"Decoder needs the built-in attention mixer, got {type(attn).__name__}")
-        d = {
-            "attn_norm": _norm_fn(layer.attn_norm),
-            "mlp_norm": _norm_fn(layer.mlp_norm),
-            "attn": attn,
-            "heads": (attn.n_heads, attn.n_kv_heads, attn.head_dim),
-            "qk_norm": getattr(attn, "q_norm", None) is not None,
-            "qkv": self._mat(attn.qkv_proj),  # the fused projection: one matmul for q, k, v
-            "o": self._mat(attn.o_proj),
-            "mlp": mlp,
-        }
-        if isinstance(mlp, GatedMLP):
-            d["gate_up"] = self._mat(mlp.gate_up_proj)  # one matmul for gate and up
-            d["down"] = self._mat(mlp.down_proj)
+        H, K, Dh = d.H, d.K, d.Dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
+        fold = self.packed and foldable(layer.attn_norm)
+        d.attn_norm = norm_fn(layer.attn_norm, affine=not fold)
+        d.w_qkv, d.b_qkv = mat(attn.qkv_proj, self.packed, layer.attn_norm if fold else None)
+        d.w_o, d.b_o = mat(attn.o_proj, self.packed)
+        d.qkv = self._buffer(B, (H + 2 * K) * Dh)  # [q | k | v] of every row
+        d.qk = d.qkv[:, : (H + K) * Dh].view(B, H + K, Dh)
+        d.v_new = d.qkv[:, (H + K) * Dh :].view(B, K, 1, Dh)
+        d.qk_norm = None
+        if attn.q_norm is not None:  # QK-norm: per head, before RoPE
+            w = qk_norm_weight(attn)
+            d.qk_norm = (
+                (norm_fn(attn.q_norm, affine=False), w) if w is not None else (attn.q_norm, attn.k_norm)
+            )
+        d.rot = self._buffer(B, H + K, Dh) if self.rope is not None or d.qk_norm else None  # q, k as attended
+        d.k_new = (d.qk if d.rot is None else d.rot)[:, H:, None]  # (B, K, 1, Dh)
+        d.cache_k, d.cache_v = cache.k, cache.v
+        known = isinstance(mlp, (GatedMLP, MLP, ReLU2))
+        fold = known and self.packed and foldable(layer.mlp_norm)
+        d.mlp_norm = norm_fn(layer.mlp_norm, affine=not fold)
+        d.ff = None if known else mlp  # MoE or another registered feed-forward: the module itself
+        if isinstance(mlp, GatedMLP):  # one matmul for gate and up
+            d.hidden, d.act, proj = mlp.hidden_dim, mlp.act, mlp.gate_up_proj
+        elif known:  # two matrices, no gate (GPT-2's GELU MLP, squared ReLU)
+            d.hidden, d.act, proj = None, mlp.act if isinstance(mlp, MLP) else _relu2, mlp.up_proj
+        if known:
+            d.w_up, d.b_up = mat(proj, self.packed, layer.mlp_norm if fold else None)
+            d.w_down, d.b_down = mat(mlp.down_proj, self.packed)
+            d.up = self._buffer(B, d.w_up.shape[1])
+            d.gate_up = (d.up[:, : d.hidden], d.up[:, d.hidden :]) if d.hidden else None
         return d
+
+    def _block_views(self, span: int) -> list:
+        """Per layer: K^T (B K, Dh, span), V (B K, span, Dh) over the caches' first `span` positions, and
+        the mask's (1, 1, span); made once per span."""
+        views = self.blocks.get(span)
+        if views is None:
+            views = self.blocks[span] = []
+            for d in self.layers:
+                k = d.cache_k.view(self.B * d.K, self.max_len, d.Dh)[:, :span]
+                v = d.cache_v.view(self.B * d.K, self.max_len, d.Dh)[:, :span]
+                views.append((k.transpose(1, 2), v, self.mask[..., :span]))
+        return views
 
     @torch.inference_mode()
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
         """prompt (B, T0) at positions 0..T0-1 -> logits (B, V) of its last position (the model's forward)."""
         self.pos = prompt.shape[1]
         self.prev_tok.copy_(prompt[:, -1])
+        self.mask.fill_(float("-inf"))
+        self.mask[..., : self.pos] = 0.0
         with _threads(self.threads):
             return self.model(prompt, kv_caches=self.caches).logits[:, -1]
 
-    def _attend(self, d: dict, h: torch.Tensor, cache, pos_t: torch.Tensor, span: int, rope) -> torch.Tensor:
-        """h (B, D) at position pos -> attention output (B, H*Dh); writes k, v into the cache.
-        rope: this position's (cos, sin), (1, Dh) each, or None."""
-        a = d["attn"]
-        B, (H, K, Dh) = h.shape[0], d["heads"]
-        qkv = _linear(h, *d["qkv"])  # (B, (H + 2K) Dh)
-        qk = qkv[:, : (H + K) * Dh].view(B, H + K, Dh)
-        v = qkv[:, (H + K) * Dh :].view(B, K, 1, Dh)
-        if d["qk_norm"]:  # QK-norm: per head, before RoPE
-            qk = torch.cat([a.q_norm(qk[:, :H]), a.k_norm(qk[:, H:])], dim=1)
-        if rope is not None:
-            cos, sin = rope
-            x1, x2 = qk.chunk(2, dim=-1)
-            qk = qk * cos + torch.cat([-x2, x1], dim=-1) * sin  # half-split RoPE (shared/nn/rope.py)
-        q = qk[:, :H].reshape(B, K, H // K, Dh)  # query heads grouped by their KV head
-        cache.k.index_copy_(2, pos_t, qk[:, H:].view(B, K, 1, Dh).to(cache.k.dtype))
-        cache.v.index_copy_(2, pos_t, v.to(cache.v.dtype))
-        k, v = cache.k[:, :, :span], cache.v[:, :, :span]  # (B, K, S, Dh)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # (B, K, H/K, S)
-        if span == self.max_len:  # static shapes: mask the positions not yet written
-            scores = scores.masked_fill(self.positions > pos_t, float("-inf"))
-        y = torch.matmul(scores.softmax(dim=-1), v)  # (B, K, H/K, Dh)
-        return _linear(y.reshape(B, H * Dh), *d["o"])
-
-    def _step(self, tok: torch.Tensor, pos_t: torch.Tensor, span: int) -> torch.Tensor:
-        model = self.model
-        x = F.embedding(tok, model.embed.weight)  # (B, D)
-        if getattr(model, "bigram_embed", None) is not None:  # hashed (last token fed, this one)
+    def _step(self, tok: torch.Tensor, pos_t: torch.Tensor, blocks: list) -> torch.Tensor:
+        """tok (B,) at position pos_t -> logits (B, V), attending over the spans of `blocks`
+        (`_block_views`; the mask hides the positions not written yet)."""
+        model, B = self.model, self.B
+        x = F.embedding(tok, model.embed.weight)  # (B, D), a new tensor: updated in place below
+        if self.bigram:  # hashed (last token fed, this one)
             x = x + F.embedding(model.bigram_rows(self.prev_tok, tok), model.bigram_embed.weight)
         if model.pos_embed is not None:
             x = x + F.embedding(pos_t, model.pos_embed.weight)
-        rope = None
-        if self.rope is not None:  # this position's row of the tables, once for every layer
-            rope = tuple(t.index_select(0, pos_t) for t in self.rope)  # (1, Dh) each
-        for d, cache in zip(self.layers, self.caches, strict=True):
-            x = x + self._attend(d, d["attn_norm"](x), cache, pos_t, span, rope)
-            h = d["mlp_norm"](x)
-            if "gate_up" in d:
-                gate, up = _linear(h, *d["gate_up"]).chunk(2, dim=-1)
-                x = x + _linear(d["mlp"].act(gate) * up, *d["down"])
-            else:  # MoE or another registered feed-forward: the module itself
-                x = x + d["mlp"](h[:, None])[0][:, 0]
-        logits = _linear(self.final_norm(x), *self.head)  # (B, V)
-        cap = getattr(model.config, "logit_softcap", None)
-        if cap is not None:
-            logits = cap * torch.tanh(logits / cap)
+        R = None
+        if self.rope is not None:  # this position's rotation, once for every layer
+            R = torch.mm(self.rope.index_select(0, pos_t), self.rope_basis).view(self.head_dim, self.head_dim)
+        for d, (k_t, v, mask) in zip(self.layers, blocks, strict=True):
+            H, K, Dh = d.H, d.K, d.Dh
+            h = d.attn_norm(x)
+            if d.b_qkv is None:
+                torch.mm(h, d.w_qkv, out=d.qkv)
+            else:
+                torch.addmm(d.b_qkv, h, d.w_qkv, out=d.qkv)
+            qk = d.qk
+            if d.qk_norm is not None:
+                qn, w = d.qk_norm
+                if isinstance(w, torch.Tensor):  # both RMSNorms: one normalisation, one weight table
+                    qk = qn(qk) * w
+                else:
+                    qk = torch.cat([qn(qk[:, :H]), w(qk[:, H:])], dim=1)
+            if R is not None:
+                torch.matmul(qk, R, out=d.rot)  # every head rotated
+            elif d.rot is not None:
+                d.rot.copy_(qk)
+            d.cache_k.index_copy_(2, pos_t, d.k_new)
+            d.cache_v.index_copy_(2, pos_t, d.v_new)
+            q = (d.qk if d.rot is None else d.rot)[:, :H].reshape(B * K, H // K, Dh)  # grouped by KV head
+            scores = torch.baddbmm(mask, q, k_t, alpha=self.scale)  # (B K, H/K, span)
+            y = torch.bmm(torch.softmax(scores, dim=-1), v)  # (B K, H/K, Dh)
+            x.addmm_(y.view(B, H * Dh), d.w_o)
+            if d.b_o is not None:
+                x += d.b_o
+            h = d.mlp_norm(x)
+            if d.ff is not None:
+                x = x + d.ff(h[:, None])[0][:, 0]
+                continue
+            if d.b_up is None:
+                torch.mm(h, d.w_up, out=d.up)
+            else:
+                torch.addmm(d.b_up, h, d.w_up, out=d.up)
+            a = d.act(d.up) if d.gate_up is None else d.act(d.gate_up[0]).mul_(d.gate_up[1])
+            x.addmm_(a, d.w_down)
+            if d.b_down is not None:
+                x += d.b_down
+        w_head, b_head = self.head
+        h = self.final_norm(x)
+        logits = (
+            torch.mm(h, w_head) if b_head is None else torch.addmm(b_head, h, w_head)
+        )  # (B, V), a new tensor
+        if self.softcap is not None:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
         return logits
 
     @torch.inference_mode()
@@ -265,13 +311,19 @@ class Decoder:
         if self.pos >= self.max_len:
             raise ValueError(f"position {self.pos} is past the decoder's {self.max_len} positions")
         self.pos_t.fill_(self.pos)
-        span = self.max_len if self.static else self.pos + 1
+        self.mask.index_fill_(2, self.pos_t, 0.0)
         if self.cuda_graph:
             logits = self._graph_step(tok)
         else:
+            span = (
+                self.max_len
+                if self.static
+                else min(self.max_len, -(-(self.pos + 1) // self.BLOCK) * self.BLOCK)
+            )
             with _threads(self.threads):
-                logits = self.step_fn(tok, self.pos_t, span)
-        self.prev_tok.copy_(tok)
+                logits = self.step_fn(tok, self.pos_t, self._block_views(span))
+        if self.bigram:
+            self.prev_tok.copy_(tok)
         self.pos += 1
         return logits
 
@@ -283,11 +335,11 @@ class Decoder:
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):  # warm-up outside the graph, as torch.cuda.graphs asks
                 for _ in range(2):
-                    self._step(self.tok_in, self.pos_t, self.max_len)
+                    self._step(self.tok_in, self.pos_t, self._block_views(self.max_len))
             torch.cuda.current_stream().wait_stream(stream)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.logits_out = self._step(self.tok_in, self.pos_t, self.max_len)
+                self.logits_out = self._step(self.tok_in, self.pos_t, self._block_views(self.max_len))
         self.tok_in.copy_(tok)
         self.graph.replay()
         return self.logits_out
