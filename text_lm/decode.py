@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from shared.nn.attention import Attention
 from shared.nn.mlp import MLP, GatedMLP
 from shared.nn.relu2 import ReLU2
+from text_lm.decode_prefill import flat_prefill
 from text_lm.decode_weights import Unsupported, foldable, matrix, norm_fn, qk_norm_weight
 from text_lm.model import Llama
 
@@ -75,18 +76,16 @@ def _relu2(u: torch.Tensor) -> torch.Tensor:
     return F.relu(u).square()
 
 
-def _rope_basis(head_dim: int, device) -> torch.Tensor:
+@lru_cache(maxsize=8)
+def _rope_basis(head_dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(2 Dh, Dh * Dh) M with [cos | sin] @ M = the rotation matrix R, x @ R = x cos + rotate_half(x) sin
     (the half-split layout of shared/nn/rope.py): R[j, j] = cos_j, R[j + Dh/2, j] = -sin_j and
-    R[j - Dh/2, j] = sin_j."""
-    half, m = head_dim // 2, torch.zeros(2, head_dim, head_dim, head_dim, device=device)
-    for j in range(head_dim):
-        m[0, j, j, j] = 1.0
-        if j < half:
-            m[1, j, j + half, j] = -1.0
-        else:
-            m[1, j, j - half, j] = 1.0
-    return m.view(2 * head_dim, head_dim * head_dim)
+    R[j - Dh/2, j] = sin_j. Made once per head size (read only)."""
+    j = torch.arange(head_dim)
+    m = torch.zeros(2, head_dim, head_dim, head_dim)
+    m[0, j, j, j] = 1.0
+    m[1, j, (j + head_dim // 2) % head_dim, j] = torch.where(j < head_dim // 2, -1.0, 1.0)
+    return m.view(2 * head_dim, head_dim * head_dim).to(device=device, dtype=dtype)
 
 
 class ModuleStepper:
@@ -161,7 +160,7 @@ class Decoder:
         if stack.rope is not None:
             cos, sin = stack.rope(0, max_len)  # (max_len, Dh) each, computed once
             self.rope = torch.cat([cos, sin], dim=-1).to(self.dtype)  # (max_len, 2 Dh): [cos | sin] rows
-            self.rope_basis = _rope_basis(cfg.head_dim, self.device).to(self.dtype)
+            self.rope_basis = _rope_basis(cfg.head_dim, self.device, self.dtype)
         self.buffers: dict = {}
         self.layers = [
             self._layer(layer, cache) for layer, cache in zip(stack.layers, self.caches, strict=True)
@@ -238,13 +237,26 @@ class Decoder:
 
     @torch.inference_mode()
     def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
-        """prompt (B, T0) at positions 0..T0-1 -> logits (B, V) of its last position (the model's forward)."""
+        """prompt (B, T0) at positions 0..T0-1 -> logits (B, V) of its last position (decode_prefill.py)."""
+        if prompt.shape[1] > self.max_len:
+            raise ValueError(
+                f"a prompt of {prompt.shape[1]} tokens is past the decoder's {self.max_len} positions"
+            )
         self.pos = prompt.shape[1]
         self.prev_tok.copy_(prompt[:, -1])
         self.mask.fill_(float("-inf"))
         self.mask[..., : self.pos] = 0.0
         with _threads(self.threads):
-            return self.model(prompt, kv_caches=self.caches).logits[:, -1]
+            return flat_prefill(self, prompt)
+
+    def head_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, D), the last layer's output -> logits (B, V), a new tensor (final norm, head, soft-cap)."""
+        w_head, b_head = self.head
+        h = self.final_norm(x)
+        logits = torch.mm(h, w_head) if b_head is None else torch.addmm(b_head, h, w_head)
+        if self.softcap is not None:
+            logits = self.softcap * torch.tanh(logits / self.softcap)
+        return logits
 
     def _step(self, tok: torch.Tensor, pos_t: torch.Tensor, blocks: list) -> torch.Tensor:
         """tok (B,) at position pos_t -> logits (B, V), attending over the spans of `blocks`
@@ -296,14 +308,7 @@ class Decoder:
             x.addmm_(a, d.w_down)
             if d.b_down is not None:
                 x += d.b_down
-        w_head, b_head = self.head
-        h = self.final_norm(x)
-        logits = (
-            torch.mm(h, w_head) if b_head is None else torch.addmm(b_head, h, w_head)
-        )  # (B, V), a new tensor
-        if self.softcap is not None:
-            logits = self.softcap * torch.tanh(logits / self.softcap)
-        return logits
+        return self.head_logits(x)
 
     @torch.inference_mode()
     def step(self, tok: torch.Tensor) -> torch.Tensor:
