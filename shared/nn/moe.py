@@ -22,6 +22,9 @@ Dispatch: assignments are sorted by expert so that each expert's rows are one co
 slice, and every expert's projection runs in one grouped matmul over those slices
 (`torch.nn.functional.grouped_mm`, offsets on the device): no loop over experts or tokens and
 no host sync on CPU (and on a GPU in bf16); elsewhere one matmul per expert's slice.
+Tokens go to their slots and come back through gathers only (`_Dispatch`, `_Permute`: the
+backward of a permutation is the inverse permutation, not a scatter-add into zeros), and each
+token's k weighted outputs are summed in slot order, as HF Mixtral's block sums them.
 """
 
 from __future__ import annotations
@@ -91,14 +94,15 @@ class MoE(nn.Module):
         if self.normalize_top_k:
             weights = weights / weights.sum(dim=-1, keepdim=True)
 
-        flat_experts = experts.reshape(-1)  # (N*k,) assignment a -> expert
-        order = flat_experts.argsort(stable=True)  # assignments grouped by expert
-        token_of = order // k  # (N*k,) source token of each sorted assignment
+        flat_experts = experts.reshape(-1)  # (N*k,) assignment a = token * k + slot -> expert
+        order = flat_experts.argsort(stable=True)  # sorted position -> assignment, grouped by expert
+        slot_of = torch.empty_like(order)  # assignment -> its sorted position (the inverse permutation)
+        slot_of[order] = torch.arange(order.numel(), device=order.device)
         counts = torch.bincount(flat_experts, minlength=E)  # (E,)
-        x_sorted = x_flat[token_of]  # (N*k, D)
+        x_sorted = _Dispatch.apply(x_flat, order // k, slot_of, k)  # (N*k, D) row i = token order[i] // k
         y_sorted = self.experts(x_sorted, counts)  # (N*k, D)
-        y_sorted = y_sorted * weights.reshape(-1)[order, None].to(x.dtype)  # (N*k, D), x.dtype or wider
-        y = torch.zeros_like(x_flat).index_add_(0, token_of, y_sorted)  # (N, D)
+        y_k = _Permute.apply(y_sorted, slot_of, order).view(-1, k, D)  # (N, k, D) back in token order
+        y = (y_k * weights.unsqueeze(-1).to(x.dtype)).sum(dim=1)  # (N, D), x.dtype or wider
         if self.shared is not None:
             y = y + self.shared(x_flat)[0]
 
@@ -142,6 +146,38 @@ class MoE(nn.Module):
             mlp.gate_up_proj.weight.copy_(torch.cat([self.gate_proj[e], self.up_proj[e]]))
             mlp.down_proj.weight.copy_(self.down_proj[e])
         return mlp
+
+
+class _Dispatch(torch.autograd.Function):
+    """x (N, D) -> x[token_of] (N*k, D), every token copied to its k sorted slots; the backward is a
+    gather of each token's k slot gradients and their sum (one index_select and one reduction),
+    where autograd's would accumulate N*k rows into zeros one index at a time (index_put)."""
+
+    @staticmethod
+    def forward(ctx, x, token_of, slot_of, k: int):
+        ctx.save_for_backward(slot_of)
+        ctx.k = k
+        return x.index_select(0, token_of)
+
+    @staticmethod
+    def backward(ctx, g):
+        (slot_of,) = ctx.saved_tensors
+        return g.index_select(0, slot_of).view(-1, ctx.k, g.shape[-1]).sum(dim=1), None, None, None
+
+
+class _Permute(torch.autograd.Function):
+    """y[index] for a permutation `index` whose inverse is `inverse`: the backward is the inverse
+    gather, where autograd's would scatter into zeros."""
+
+    @staticmethod
+    def forward(ctx, y, index, inverse):
+        ctx.save_for_backward(inverse)
+        return y.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, g):
+        (inverse,) = ctx.saved_tensors
+        return g.index_select(0, inverse), None, None
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:

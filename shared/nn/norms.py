@@ -25,17 +25,60 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        if self.unit_offset:  # Gemma multiplies in fp32, then casts
-            return (h * (1.0 + self.weight.float())).type_as(x)
-        return self.weight * h.type_as(x)  # Llama casts first, then multiplies
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _RMSNormFn.apply(x, self.weight, self.eps, self.unit_offset)
+        return _rms_norm(x, self.weight, self.eps, self.unit_offset)[0]
 
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.weight) if self.unit_offset else nn.init.ones_(self.weight)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}, unit_offset={self.unit_offset}"
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, unit_offset: bool):
+    """(y, x_hat, r): x_hat = x r in fp32, r = 1 / sqrt(mean(x^2) + eps) per row."""
+    h = x.float()
+    r = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    h = h * r
+    if unit_offset:  # Gemma multiplies in fp32, then casts
+        return (h * (1.0 + weight.float())).type_as(x), h, r
+    return weight * h.type_as(x), h, r  # Llama casts first, then multiplies
+
+
+class _RMSNormFn(torch.autograd.Function):
+    """RMSNorm with its backward written out: the forward is `_rms_norm`'s (the same numbers as the
+    module always gave), the backward takes about six passes over x where autograd's chain of
+    pow/mean/rsqrt/mul nodes takes about ten, and saves only x_hat and r (BENCHMARKS.md, CPU speed).
+
+        y = w * x_hat,  x_hat = x r:   dw = sum_rows(g * x_hat),
+        dx = r * (d - x_hat * mean(d * x_hat)),  d = g * w  (the gradient reaching x_hat)
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, eps: float, unit_offset: bool):
+        y, x_hat, r = _rms_norm(x, weight, eps, unit_offset)
+        ctx.save_for_backward(x_hat, r, weight)
+        ctx.unit_offset, ctx.x_dtype = unit_offset, x.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x_hat, r, weight = ctx.saved_tensors
+        dx = dw = None
+        if ctx.unit_offset:
+            g = g.float()
+            if ctx.needs_input_grad[1]:
+                dw = (g * x_hat).reshape(-1, x_hat.shape[-1]).sum(0).to(weight.dtype)
+            d = g * (1.0 + weight.float())
+        else:
+            if ctx.needs_input_grad[1]:
+                dw = (g * x_hat.to(ctx.x_dtype)).reshape(-1, x_hat.shape[-1]).sum(0).to(weight.dtype)
+            d = (g * weight).float()
+        if ctx.needs_input_grad[0]:
+            mean = (d * x_hat).mean(-1, keepdim=True)
+            dx = torch.addcmul(d, x_hat, mean, value=-1).mul_(r).to(ctx.x_dtype)
+        return dx, dw, None, None
 
 
 def make_norm(
