@@ -1,6 +1,7 @@
 """Our Llama vs litgpt's GPT: training-step throughput and greedy generation, same weights.
 
     python benchmarks/litgpt_bench.py [--precision fp32 bf16] [--compile] [--skip-train] [--skip-generate]
+                                      [--threads N] [--cpu-time]
 
 litgpt pins hub libraries that conflict with transformers', so it never becomes a project
 dependency: this script creates its own virtual environment, benchmarks/.venv-litgpt, with
@@ -53,7 +54,16 @@ def ensure_venv() -> None:
 ensure_venv()
 
 import torch  # noqa: E402
-from _common import add_train_step_args, goal, interleaved, matmul_peak, print_header, table, train_step_fn  # noqa: E402
+from _common import (  # noqa: E402
+    add_train_step_args,
+    goal,
+    interleaved,
+    matmul_peak,
+    print_header,
+    table,
+    train_step_fn,
+    use_cpu_time,
+)
 from litgpt.config import Config  # noqa: E402
 from litgpt.generate.base import batched_generate_fn, generate  # noqa: E402
 from litgpt.model import GPT  # noqa: E402
@@ -214,7 +224,13 @@ def main():
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-generate", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        use_cpu_time()
     print_header("litgpt")
     cfg = LlamaConfig.preset(args.preset)
     torch.manual_seed(0)

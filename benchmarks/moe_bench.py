@@ -1,6 +1,6 @@
 """MoE: top-2-of-8 vs the dense model with the same active parameters, and vs HF Mixtral.
 
-    python benchmarks/moe_bench.py [--precision fp32 bf16] [--steps 4] [--rounds 5]
+    python benchmarks/moe_bench.py [--precision fp32 bf16] [--steps 4] [--rounds 5] [--threads N] [--cpu-time]
 
 Two tables, all rates interleaved in one process:
 1. Training step (fwd + bwd + fused AdamW) tokens/s of the whole model: `llama-moe-tiny`
@@ -11,6 +11,7 @@ Two tables, all rates interleaved in one process:
 2. The MoE feed-forward layer alone, forward + backward on the same activations: ours vs
    `MixtralSparseMoeBlock` (same weights), with the dense SwiGLU MLP of equal active size as
    the yardstick.
+`--cpu-time` times by the process's CPU time on one thread (a machine shared with other jobs).
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _common import add_train_step_args, goal, hf_twin, interleaved, print_header, table, train_step_fn
+from _common import (
+    add_train_step_args,
+    goal,
+    hf_twin,
+    interleaved,
+    print_header,
+    table,
+    train_step_fn,
+    use_cpu_time,
+)
 
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
@@ -113,7 +123,13 @@ def main():
     p.add_argument("--moe", default="llama-moe-tiny")
     add_train_step_args(p, preset=False, compile_flag=False)
     p.add_argument("--skip-model", action="store_true", help="only the one-layer table")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        use_cpu_time()
     print_header("transformers")
     x = torch.randint(0, 4096, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
     if not args.skip_model:

@@ -1,12 +1,14 @@
 """Training-step throughput: our Llama vs transformers.LlamaForCausalLM, same config, same inputs.
 
     python benchmarks/train_step.py [--device cuda] [--precision fp32 bf16] [--compile] [--steps 4]
+                                    [--threads N] [--cpu-time]
 
 Measures forward + backward + AdamW tokens/s for both models in the same process, their timed
 rounds interleaved, and reports the ratio and model-FLOP utilisation (MFU) against the matmul
 peak measured in the same run (a 2048^3 matmul in the same dtype on the CPU, 8192^3 on a GPU).
 `--compile` adds rows with `torch.compile` applied to each model (never to a LightningModule).
-litgpt's GPT runs in its own virtual environment: see benchmarks/litgpt_bench.py.
+`--cpu-time` times every round (and the peak) by the process's CPU time on one thread, for a
+machine shared with other jobs; the wall clock is the default. litgpt's GPT runs in its own virtual environment: see benchmarks/litgpt_bench.py.
 Prints a Markdown table.
 """
 
@@ -24,6 +26,7 @@ from _common import (
     print_header,
     table,
     train_step_fn,
+    use_cpu_time,
 )
 
 from text_lm.config import LlamaConfig
@@ -58,9 +61,12 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_train_step_args(p)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        use_cpu_time()
     dev = args.device
     print_header("transformers", device=dev)
     cfg = LlamaConfig.preset(args.preset)
