@@ -7,6 +7,10 @@ the chat template of the base model's tokenizer (`data.tokenizer`: its `tokenize
 base checkpoint itself) and packed into windows of `seq_len` tokens. A batch is (x, y, segments),
 each (B, T) int64; y is -100 wherever the token is not part of a response.
 
+Training reads the windows as an endless stream, reshuffled each epoch (`ShuffledEpochs`), through
+`StreamSampler`, so a run resumed with `--ckpt_path` reads exactly the batches an uninterrupted one
+would (tests/text_lm/test_finetune_resume.py).
+
 It satisfies `shared.train.data_contract.TextData`: `bytes_per_token(split)` is the UTF-8 bytes
 per trained (response) token of the split, so the text system's `val/bpb` (and `test/bpb`) is
 the responses' bits per byte, the fine-tuning task's metric.
@@ -18,10 +22,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
+from shared.train.stream_sampler import ResumableLoader, StreamSampler, lightning_batches_done
 from text_lm.instruct import encode_example, pack, read_conversations, response_bytes
 
 
@@ -36,6 +41,28 @@ def load_tokenizer(path: str) -> Tokenizer:
             raise UserError(f"data.tokenizer {p}: no tokenizer stored in this checkpoint")
         return Tokenizer.from_dict(ckpt["tokenizer"], source=str(p))
     return Tokenizer.load(p)
+
+
+class ShuffledEpochs(Dataset):
+    """Packed windows as an endless stream: position j is window perm_e[j mod N] of epoch e = j // N,
+    perm_e a shuffle seeded by (seed, e). A pure function of (seed, j), so `StreamSampler` resumes it
+    exactly from Lightning's own batch count; a shuffling DataLoader would replay an interrupted
+    epoch from its first batch (`shared/train/stream_sampler.py`)."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], seed: int):
+        self.tensors, self.seed = tensors, seed
+        self._perm: tuple[int, torch.Tensor] | None = None  # (epoch, its permutation): one kept
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, ...]:
+        epoch, i = divmod(j, len(self))
+        if self._perm is None or self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(len(self), generator=g))
+        k = int(self._perm[1][i])
+        return tuple(t[k] for t in self.tensors)
 
 
 class InstructDataModule(L.LightningDataModule):
@@ -108,8 +135,24 @@ class InstructDataModule(L.LightningDataModule):
         self.split("val" if stage in ("fit", "validate", None) else "test")
 
     def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
-        return self._loader("train", shuffle=True, generator=g, drop_last=True)
+        ds = ShuffledEpochs(self.split("train"), self.seed)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if len(ds) // world < self.batch_size:
+            raise UserError(
+                f"{self.data_dir}: train.jsonl packs into {len(ds)} windows of {self.seq_len} tokens, no full "
+                f"batch of {self.batch_size} on each of {world} devices: lower data.batch_size"
+            )
+        done = lightning_batches_done(self.trainer) if self.trainer else None
+        sampler = StreamSampler(ds, world, rank, self.batch_size, done)
+        return ResumableLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # _loader's note
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
@@ -117,11 +160,13 @@ class InstructDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def _loader(self, name: str, **kw) -> DataLoader:
+    def _loader(self, name: str) -> DataLoader:
+        """Each loader has its own generator: starting one then draws nothing from torch's global RNG,
+        which adapter dropout uses, so validation does not shift the masks of later steps."""
         return DataLoader(
             TensorDataset(*self.split(name)),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            **kw,
+            generator=torch.Generator().manual_seed(self.seed),
         )

@@ -12,7 +12,9 @@ for full fine-tuning (every weight trains and is saved, the default) or a `LoRA`
   adds `finetune = {"method": "lora", "lora": {rank, alpha, dropout, targets}, "base": PATH,
   "base_sha256": HEX}` (ARCHITECTURE.md section 3): the adapter names its base by hash;
 - `on_load_checkpoint`: on resume, fills the base weights back in from the model (loaded from
-  `init_from` again in `configure_model`) so Lightning's strict load finds every key.
+  `init_from` again in `configure_model`) so Lightning's strict load finds every key, and, with
+  adapter dropout, restores torch's RNG state saved beside them, so the resumed run draws the
+  masks an uninterrupted one would (tests/text_lm/test_finetune_resume.py).
 
 `load_adapters` is the reading side for the light commands (generate, chat, export-hf,
 export-gguf): base weights from `finetune.base`, their hash checked, adapters applied and loaded;
@@ -96,6 +98,8 @@ class LoRA:
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if is_lora_param(k)}
         checkpoint["finetune"] = self.record()
+        if self.config.dropout > 0:  # Lightning keeps no RNG state: a resumed run's masks would differ
+            checkpoint["finetune"]["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict, system: nn.Module) -> None:
         """Resume: the checkpoint holds the adapters; the base weights come from the live model."""
@@ -107,6 +111,8 @@ class LoRA:
             )
         for k, v in system.state_dict().items():
             checkpoint["state_dict"].setdefault(k, v)
+        if isinstance(saved.get("torch_rng_state"), torch.Tensor):  # the adapters' dropout goes on as it was
+            torch.set_rng_state(saved["torch_rng_state"])
 
 
 def set_lora(system, lora: LoRAConfig | dict | None, init_from: str | None) -> None:
