@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from functools import lru_cache, partial
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ from shared.nn.attention import Attention
 from shared.nn.mlp import MLP, GatedMLP
 from shared.nn.relu2 import ReLU2
 from text_lm.decode_prefill import flat_prefill
-from text_lm.decode_weights import Unsupported, foldable, matrix, norm_fn, qk_norm_weight
+from text_lm.decode_weights import Unsupported, foldable, norm_fn, pack, qk_norm_weight
 from text_lm.model import Llama
 
 SMALL = 2**26
@@ -162,12 +162,19 @@ class Decoder:
             self.rope = torch.cat([cos, sin], dim=-1).to(self.dtype)  # (max_len, 2 Dh): [cos | sin] rows
             self.rope_basis = _rope_basis(cfg.head_dim, self.device, self.dtype)
         self.buffers: dict = {}
-        self.layers = [
-            self._layer(layer, cache) for layer, cache in zip(stack.layers, self.caches, strict=True)
-        ]
+        for layer in stack.layers:
+            if type(layer.attn) is not Attention:
+                raise Unsupported(
+                    f"Decoder needs the built-in attention mixer, got {type(layer.attn).__name__}"
+                )
         fold = self.packed and foldable(stack.norm)
+        specs = [s for layer in stack.layers for s in self._specs(layer)]
+        mats = iter(pack(model, [*specs, (model.lm_head, stack.norm if fold else None)], self.packed))
+        self.layers = [
+            self._layer(layer, cache, mats) for layer, cache in zip(stack.layers, self.caches, strict=True)
+        ]
         self.final_norm = norm_fn(stack.norm, affine=not fold)
-        self.head = matrix(model, model.lm_head, self.packed, stack.norm if fold else None)
+        self.head = next(mats)
         self.head_dim, self.scale = cfg.head_dim, 1.0 / math.sqrt(cfg.head_dim)
         # Additive attention mask, (1, 1, max_len): 0 at written positions, -inf after.
         self.mask = torch.full((1, 1, max_len), float("-inf"), dtype=self.dtype, device=self.device)
@@ -187,15 +194,28 @@ class Decoder:
             self.buffers[shape] = torch.zeros(shape, dtype=self.dtype, device=self.device)
         return self.buffers[shape]
 
-    def _layer(self, layer, cache) -> _Layer:
-        attn, mlp, B, mat, d = layer.attn, layer.mlp, self.B, partial(matrix, self.model), _Layer()
-        if type(attn) is not Attention:
-            raise Unsupported(f"Decoder needs the built-in attention mixer, got {type(attn).__name__}")
+    def _folds(self, layer) -> tuple[bool, bool]:
+        """Whether the attention norm and the feed-forward norm fold into the next matrix."""
+        known = isinstance(layer.mlp, (GatedMLP, MLP, ReLU2))
+        return self.packed and foldable(layer.attn_norm), known and self.packed and foldable(layer.mlp_norm)
+
+    def _specs(self, layer) -> list[tuple]:
+        """The layer's matrices in step order, each with the norm folded into it (or None)."""
+        attn, mlp, (fold_attn, fold_mlp) = layer.attn, layer.mlp, self._folds(layer)
+        specs = [(attn.qkv_proj, layer.attn_norm if fold_attn else None), (attn.o_proj, None)]
+        if isinstance(mlp, (GatedMLP, MLP, ReLU2)):
+            up = mlp.gate_up_proj if isinstance(mlp, GatedMLP) else mlp.up_proj
+            specs += [(up, layer.mlp_norm if fold_mlp else None), (mlp.down_proj, None)]
+        return specs
+
+    def _layer(self, layer, cache, mats) -> _Layer:
+        """The layer's `_Layer`, its matrices taken from `mats` in `_specs` order."""
+        attn, mlp, B, d = layer.attn, layer.mlp, self.B, _Layer()
         H, K, Dh = d.H, d.K, d.Dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        fold = self.packed and foldable(layer.attn_norm)
-        d.attn_norm = norm_fn(layer.attn_norm, affine=not fold)
-        d.w_qkv, d.b_qkv = mat(attn.qkv_proj, self.packed, layer.attn_norm if fold else None)
-        d.w_o, d.b_o = mat(attn.o_proj, self.packed)
+        fold_attn, fold_mlp = self._folds(layer)
+        d.attn_norm = norm_fn(layer.attn_norm, affine=not fold_attn)
+        d.w_qkv, d.b_qkv = next(mats)
+        d.w_o, d.b_o = next(mats)
         d.qkv = self._buffer(B, (H + 2 * K) * Dh)  # [q | k | v] of every row
         d.qk = d.qkv[:, : (H + K) * Dh].view(B, H + K, Dh)
         d.v_new = d.qkv[:, (H + K) * Dh :].view(B, K, 1, Dh)
@@ -209,16 +229,15 @@ class Decoder:
         d.k_new = (d.qk if d.rot is None else d.rot)[:, H:, None]  # (B, K, 1, Dh)
         d.cache_k, d.cache_v = cache.k, cache.v
         known = isinstance(mlp, (GatedMLP, MLP, ReLU2))
-        fold = known and self.packed and foldable(layer.mlp_norm)
-        d.mlp_norm = norm_fn(layer.mlp_norm, affine=not fold)
+        d.mlp_norm = norm_fn(layer.mlp_norm, affine=not fold_mlp)
         d.ff = None if known else mlp  # MoE or another registered feed-forward: the module itself
         if isinstance(mlp, GatedMLP):  # one matmul for gate and up
-            d.hidden, d.act, proj = mlp.hidden_dim, mlp.act, mlp.gate_up_proj
+            d.hidden, d.act = mlp.hidden_dim, mlp.act
         elif known:  # two matrices, no gate (GPT-2's GELU MLP, squared ReLU)
-            d.hidden, d.act, proj = None, mlp.act if isinstance(mlp, MLP) else _relu2, mlp.up_proj
+            d.hidden, d.act = None, mlp.act if isinstance(mlp, MLP) else _relu2
         if known:
-            d.w_up, d.b_up = mat(proj, self.packed, layer.mlp_norm if fold else None)
-            d.w_down, d.b_down = mat(mlp.down_proj, self.packed)
+            d.w_up, d.b_up = next(mats)
+            d.w_down, d.b_down = next(mats)
             d.up = self._buffer(B, d.w_up.shape[1])
             d.gate_up = (d.up[:, : d.hidden], d.up[:, d.hidden :]) if d.hidden else None
         return d

@@ -37,6 +37,23 @@ def test_each_step_gives_the_full_forward_logits(preset, static):
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+def test_a_large_batch_reads_the_weights_in_place_with_the_same_logits(preset, monkeypatch):
+    """Past `SMALL` batch x parameters the decoder copies nothing: its matrices are views of the
+    weights and its norms apply their own weights (nothing folded); the logits are the same."""
+    import text_lm.decode as decode
+
+    monkeypatch.setattr(decode, "SMALL", 0)
+    model = small(preset)
+    idx = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        full = model(idx).logits
+        dec = Decoder(model, 2, 10)
+        assert not dec.packed and dec.head[0]._base is not None  # a view of the weight
+        got = [dec.prefill(idx[:, :4])] + [dec.step(idx[:, t]) for t in range(4, 10)]
+    torch.testing.assert_close(torch.stack(got, 1), full[:, 3:10], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_greedy_tokens_equal_the_full_forward_argmax_path(preset):
     model = small(preset)
     prompt = torch.randint(0, 97, (2, 4), generator=torch.Generator().manual_seed(2))
