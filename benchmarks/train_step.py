@@ -32,7 +32,7 @@ from _common import (
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
 
-MFU_GOAL = {"fp32": 0.70, "bf16": 0.55}
+MFU_GOAL = {"fp32": 0.75, "bf16": 0.55}  # issue 12: compiled fp32 >= 75% of the in-run peak; bf16 issue 7's
 RATIO_GOAL = 1.10  # issue 12: fp32 eager >= 1.10x HF Llama and litgpt
 
 
@@ -104,7 +104,8 @@ def main():
         f"ours / HF (goal {RATIO_GOAL:.2f}x)",
         "matmul peak GFLOP/s",
     ]
-    print(table([*head, "ours MFU (goal 70% fp32, 55% bf16)", "HF MFU"], rows))
+    goals = ", ".join(f"{v:.0%} {k}" for k, v in MFU_GOAL.items())
+    print(table([*head, f"ours MFU (goal {goals})", "HF MFU"], rows))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ A module with fused projections declares `fused_sizes = {"qkv_proj": (n_q, n_k, 
 writer, which split the fused tensor into HF's separate ones (and join them back on import).
 `fuse_on_load` keeps older checkpoints loading: their separate `q_proj/k_proj/v_proj` (or
 `gate_proj/up_proj`) tensors are concatenated into the fused one before loading.
+
+The same idea on the backward side: RMSNorm, RoPE and SwiGLU have hand-written backward passes
+(`torch.autograd.Function`s in their modules) that take fewer passes over memory than autograd's
+chain of small nodes; `eager_training` says when they are used.
 """
 
 from __future__ import annotations
@@ -44,3 +48,10 @@ def split_sizes(model: nn.Module) -> dict[str, tuple[int, ...]]:
         for child, sizes in getattr(m, "fused_sizes", {}).items():
             out[f"{name}.{child}" if name else child] = tuple(sizes)
     return out
+
+
+def eager_training(x: torch.Tensor) -> bool:
+    """Whether a hand-written backward is worth it for x: gradients wanted, and not under
+    torch.compile, which fuses autograd's own chain better than it traces ours (an `out=` write
+    into a strided half breaks its graph)."""
+    return torch.is_grad_enabled() and x.requires_grad and not torch.compiler.is_compiling()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.nn.config import TransformerConfig
-from shared.nn.fused import fuse_on_load
+from shared.nn.fused import eager_training, fuse_on_load
 from shared.nn.registry import register_feed_forward
 
 
@@ -54,7 +54,7 @@ class GatedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         """x (..., D) -> (y (..., D), None)."""
         gate_up = self.gate_up_proj(x)  # (..., 2 hidden): [gate | up]
-        if self.act is F.silu and torch.is_grad_enabled() and gate_up.requires_grad:
+        if self.act is F.silu and eager_training(gate_up):
             return self.down_proj(_SwiGLUFn.apply(gate_up, self.hidden_dim)), None
         gate, up = gate_up.split(self.hidden_dim, dim=-1)  # (..., hidden) each
         return self.down_proj(self.act(gate) * up), None

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from shared.nn.fused import eager_training
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5, unit_offset: bool = False):
@@ -25,7 +27,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+        if eager_training(x) or eager_training(self.weight):
             return _RMSNormFn.apply(x, self.weight, self.eps, self.unit_offset)
         return _rms_norm(x, self.weight, self.eps, self.unit_offset)[0]
 

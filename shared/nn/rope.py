@@ -22,6 +22,8 @@ import math
 import torch
 from torch import nn
 
+from shared.nn.fused import eager_training
+
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
     """theta^(-2i/Dh) for i < Dh/2, optionally with Llama-3 frequency scaling."""
@@ -60,7 +62,11 @@ class RotaryEmbedding(nn.Module):
     def _ensure(self, length: int) -> None:
         if length > self.cos.shape[0]:
             self._build(max(length, 2 * self.cos.shape[0]))
-        elif self.cos.is_inference() and not torch.is_inference_mode_enabled():
+        elif (
+            not torch.compiler.is_compiling()
+            and self.cos.is_inference()
+            and not torch.is_inference_mode_enabled()
+        ):
             self._build(self.cos.shape[0])  # see the module docstring: inference tables break backward
 
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +87,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (B, H, T, Dh) by the angles whose cos/sin broadcast to it."""
-    if torch.is_grad_enabled() and x.requires_grad and not (cos.requires_grad or sin.requires_grad):
+    if eager_training(x) and not (cos.requires_grad or sin.requires_grad):
         return _RopeFn.apply(x, cos, sin)
     return (x * cos + rotate_half(x) * sin).type_as(x)
 
