@@ -118,7 +118,7 @@ class _Layer:
 
     __slots__ = (
         "H", "K", "Dh", "attn_norm", "w_qkv", "b_qkv", "qkv", "qk", "qk_norm", "rot", "k_new", "v_new",
-        "cache_k", "cache_v", "w_o", "b_o", "mlp_norm", "ff", "up", "gate_up", "hidden", "act", "w_up", "b_up",
+        "cache_k", "cache_v", "q", "y", "y_rows", "w_o", "b_o", "mlp_norm", "ff", "up", "gate_up", "hidden", "act", "w_up", "b_up",
         "w_down", "b_down",
     )  # fmt: skip
 
@@ -227,6 +227,10 @@ class Decoder:
             )
         d.rot = self._buffer(B, H + K, Dh) if self.rope is not None or d.qk_norm else None  # q, k as attended
         d.k_new = (d.qk if d.rot is None else d.rot)[:, H:, None]  # (B, K, 1, Dh)
+        q = (d.qk if d.rot is None else d.rot)[:, :H]  # (B, H, Dh)
+        d.q = q.view(B * K, H // K, Dh) if q.is_contiguous() else None  # one row: a view made once
+        d.y = self._buffer(B * K, H // K, Dh)  # attention output, grouped by KV head
+        d.y_rows = d.y.view(B, H * Dh)
         d.cache_k, d.cache_v = cache.k, cache.v
         known = isinstance(mlp, (GatedMLP, MLP, ReLU2))
         d.mlp_norm = norm_fn(layer.mlp_norm, affine=not fold_mlp)
@@ -309,10 +313,12 @@ class Decoder:
                 d.rot.copy_(qk)
             d.cache_k.index_copy_(2, pos_t, d.k_new)
             d.cache_v.index_copy_(2, pos_t, d.v_new)
-            q = (d.qk if d.rot is None else d.rot)[:, :H].reshape(B * K, H // K, Dh)  # grouped by KV head
+            q = d.q
+            if q is None:  # several rows: q's heads are not contiguous across rows
+                q = (d.qk if d.rot is None else d.rot)[:, :H].reshape(B * K, H // K, Dh)  # grouped by KV head
             scores = torch.baddbmm(mask, q, k_t, alpha=self.scale)  # (B K, H/K, span)
-            y = torch.bmm(torch.softmax(scores, dim=-1), v)  # (B K, H/K, Dh)
-            x.addmm_(y.view(B, H * Dh), d.w_o)
+            torch.bmm(torch.softmax(scores, dim=-1), v, out=d.y)  # (B K, H/K, Dh)
+            x.addmm_(d.y_rows, d.w_o)
             if d.b_o is not None:
                 x += d.b_o
             h = d.mlp_norm(x)

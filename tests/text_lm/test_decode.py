@@ -21,17 +21,19 @@ def small(preset: str) -> Llama:
     return model
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("static", [False, True])
 @pytest.mark.parametrize("preset", PRESETS)
-def test_each_step_gives_the_full_forward_logits(preset, static):
+def test_each_step_gives_the_full_forward_logits(preset, static, batch):
     """Teacher-forced: the logits of every decoded position equal the full forward's at that position
     (GQA + RoPE, learned positions + LayerNorm + biases, MoE, QK-norm + ReLU^2 + soft-capping);
-    static=True is the whole-cache masked step that torch.compile and CUDA graphs run."""
+    static=True is the whole-cache masked step that torch.compile and CUDA graphs run; one row takes
+    the views of q made once, two rows reshape per step."""
     model = small(preset)
-    idx = torch.randint(0, 97, (2, 14), generator=torch.Generator().manual_seed(1))
+    idx = torch.randint(0, 97, (batch, 14), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         full = model(idx).logits
-        dec = Decoder(model, 2, 13, static=static)  # the last step fills the cache's last position
+        dec = Decoder(model, batch, 13, static=static)  # the last step fills the cache's last position
         got = [dec.prefill(idx[:, :5])] + [dec.step(idx[:, t]) for t in range(5, 13)]
     torch.testing.assert_close(torch.stack(got, 1), full[:, 4:13], atol=1e-5, rtol=1e-4)
 
