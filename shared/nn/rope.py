@@ -22,8 +22,6 @@ import math
 import torch
 from torch import nn
 
-from shared.nn.fused import eager_training
-
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
     """theta^(-2i/Dh) for i < Dh/2, optionally with Llama-3 frequency scaling."""
@@ -87,36 +85,4 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (B, H, T, Dh) by the angles whose cos/sin broadcast to it."""
-    if eager_training(x) and not (cos.requires_grad or sin.requires_grad):
-        return _RopeFn.apply(x, cos, sin)
     return (x * cos + rotate_half(x) * sin).type_as(x)
-
-
-def _swap_halves(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x2, x1], dim=-1)
-
-
-class _RopeFn(torch.autograd.Function):
-    """x cos + rotate_half(x) sin with its backward written out, the same numbers in fewer passes.
-
-    rotate_half(x) sin = swap(x) s', swap exchanging the halves and s' = [-sin_1 | sin_2] (a (T, Dh)
-    table, not a (B, H, T, Dh) negation); the rotation is orthogonal, so the gradient is the same
-    rotation backwards: dx = g cos + swap(g s'). Autograd's chain (chunk, neg, cat, two muls, add,
-    and their backward with a second neg and cat) takes about one pass more each way.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        s1, s2 = sin.chunk(2, dim=-1)
-        signed_sin = torch.cat([-s1, s2], dim=-1)
-        ctx.save_for_backward(cos, signed_sin)
-        ctx.x_dtype = x.dtype
-        return (x * cos + _swap_halves(x) * signed_sin).type_as(x)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        cos, signed_sin = ctx.saved_tensors
-        g = g.to(torch.promote_types(ctx.x_dtype, cos.dtype))
-        dt = ctx.x_dtype
-        return (g * cos).to(dt) + _swap_halves((g * signed_sin).to(dt)), None, None

@@ -1,4 +1,4 @@
-"""The hand-written backward passes (RMSNorm, RoPE, SwiGLU, MoE dispatch) against autograd's own chain.
+"""The hand-written backward passes (RMSNorm, SwiGLU, MoE dispatch) against autograd's own chain.
 
 Each of them replaces a chain of autograd nodes for speed (BENCHMARKS.md, CPU speed); the forward
 must stay the very same numbers and the gradients must be autograd's, exactly where the operations
@@ -13,7 +13,6 @@ from shared.nn.config import MoEConfig
 from shared.nn.mlp import GatedMLP
 from shared.nn.moe import MoE
 from shared.nn.norms import RMSNorm
-from shared.nn.rope import RotaryEmbedding, apply_rope, rotate_half
 
 
 def grads(fn, *inputs, seed=1):
@@ -47,17 +46,6 @@ def test_rmsnorm_backward_is_autograds(unit_offset, dtype):
     torch.testing.assert_close(dw, dw0, rtol=0, atol=0)
     tol = 1e-6 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(dx, dx0, rtol=tol, atol=tol * dx0.abs().max().item())
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_rope_backward_is_autograds_bit_for_bit(dtype):
-    cos, sin = RotaryEmbedding(16, 32)(3, 7)
-    x = torch.randn(2, 3, 7, 16, dtype=dtype, requires_grad=True)
-    y, (dx,) = grads(lambda: apply_rope(x, cos, sin), x)
-    y0, (dx0,) = grads(lambda: (x * cos + rotate_half(x) * sin).type_as(x), x)
-    assert torch.equal(y, y0) and torch.equal(dx, dx0)
-    xd = torch.randn(1, 2, 7, 16, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: apply_rope(t, cos.double(), sin.double()), (xd,))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
