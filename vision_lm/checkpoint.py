@@ -136,13 +136,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def vision_tower_state(path: str | Path, vision: VisionConfig) -> dict[str, torch.Tensor]:
     """The image tower's weights (MAP head excluded) of a SigLIP or captioner checkpoint, checked
-    against `vision` (every field but `pooling` must agree)."""
+    against `vision` (every field but `pooling` must agree; one the checkpoint predates takes its
+    default)."""
     ckpt = read_checkpoint(path)
     saved = _config_dict(ckpt, path).get("vision")
     if not isinstance(saved, dict):
         raise UserError(f"{path}: no vision tower config in the checkpoint")
+    try:
+        saved = VisionConfig(**saved)
+    except (TypeError, UserError) as e:  # a field this version does not know, or a bad value
+        raise UserError(f"{path}: not a vision tower config ({e})") from None
     for f in dataclasses.fields(VisionConfig):
-        ours, theirs = getattr(vision, f.name), saved.get(f.name)
+        ours, theirs = getattr(vision, f.name), getattr(saved, f.name)
         if f.name != "pooling" and ours != theirs:
             raise UserError(
                 f"{path}: its vision.{f.name} is {theirs!r}, model.config.vision.{f.name} is {ours!r}"
