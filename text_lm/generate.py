@@ -38,7 +38,7 @@ def generate_tokens(
     Stops after `max_new_tokens`, or when every row has produced `eos_id`. Without the cache
     (use_cache=False) each step re-runs the full sequence: the slow reference path.
     vocab_limit: sample only ids below it (the tokenizer's size when the model's vocabulary is padded).
-    compile: torch.compile the decoding step (static shapes; pays for long generations only).
+    compile: torch.compile the decoding step (static shapes; for a GPU's CUDA graphs: on a CPU it no longer pays).
     """
     B, T0 = prompt.shape
     if T0 == 0:
