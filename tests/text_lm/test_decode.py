@@ -110,3 +110,23 @@ def test_weights_changed_in_place_are_read_again():
     assert torch.equal(
         generate(model, prompt, 8, temperature=0), generate(model, prompt, 8, temperature=0, use_cache=False)
     )
+
+
+def test_a_lora_adapted_model_decodes_with_its_merged_weights():
+    """LoRA-wrapped projections are read merged (W + scale B A), made again at every decoder, so a
+    training step on the adapters is seen by the next generation."""
+    from shared.nn.lora import apply_lora
+
+    model = small("llama-tiny")
+    apply_lora(model, ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"], rank=4, alpha=8)
+    idx = torch.randint(0, 97, (1, 9), generator=torch.Generator().manual_seed(6))
+    for _ in range(2):  # the second round after the adapters changed
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.add_(torch.randn_like(p) * 0.05)
+        with torch.inference_mode():
+            full = model(idx).logits
+            dec = Decoder(model, 1, 9)
+            got = [dec.prefill(idx[:, :3])] + [dec.step(idx[:, t]) for t in range(3, 9)]
+        torch.testing.assert_close(torch.stack(got, 1), full[:, 2:9], atol=1e-5, rtol=1e-4)
