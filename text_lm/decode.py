@@ -15,7 +15,8 @@ and runs the step as a flat loop of ~15 tensor ops per layer:
     logits = n(x) W_head                                        (B, V)
 
 The weights are the model's own fused projections (qkv_proj, gate_up_proj: one matmul each),
-transposed once to (in, out) with the preceding norm folded in (`decode_weights.py`), the
+transposed once to (in, out) with the preceding norm folded in (`decode_weights.py`; what a
+layer's step reads is gathered by `decode_layers.py`), the
 caches are the model's `KVCache` buffers (the prompt is prefilled by the model's own forward,
 so chunked prefill and masks stay in one place). Anything the flat step does not know (an MoE
 or other registered feed-forward, a Gemma-style norm) is called as the module itself; a
@@ -42,16 +43,14 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
 from shared.nn.attention import Attention
-from shared.nn.mlp import MLP, GatedMLP
-from shared.nn.relu2 import ReLU2
+from text_lm.decode_layers import layer_specs, prepare_layer, rope_basis
 from text_lm.decode_prefill import flat_prefill
-from text_lm.decode_weights import Unsupported, foldable, norm_fn, pack, qk_norm_weight
+from text_lm.decode_weights import Unsupported, foldable, norm_fn, pack
 from text_lm.model import Llama
 
 SMALL = 2**26
@@ -70,22 +69,6 @@ def _threads(n: int):
     finally:
         if n != before:
             torch.set_num_threads(before)
-
-
-def _relu2(u: torch.Tensor) -> torch.Tensor:
-    return F.relu(u).square()
-
-
-@lru_cache(maxsize=8)
-def _rope_basis(head_dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(2 Dh, Dh * Dh) M with [cos | sin] @ M = the rotation matrix R, x @ R = x cos + rotate_half(x) sin
-    (the half-split layout of shared/nn/rope.py): R[j, j] = cos_j, R[j + Dh/2, j] = -sin_j and
-    R[j - Dh/2, j] = sin_j. Made once per head size (read only)."""
-    j = torch.arange(head_dim)
-    m = torch.zeros(2, head_dim, head_dim, head_dim)
-    m[0, j, j, j] = 1.0
-    m[1, j, (j + head_dim // 2) % head_dim, j] = torch.where(j < head_dim // 2, -1.0, 1.0)
-    return m.view(2 * head_dim, head_dim * head_dim).to(device=device, dtype=dtype)
 
 
 class ModuleStepper:
@@ -110,17 +93,6 @@ def make_decoder(model: Llama, batch_size: int, max_len: int, **options) -> Deco
         return Decoder(model, batch_size, max_len, **options)
     except Unsupported:
         return ModuleStepper(model, batch_size, max_len)
-
-
-class _Layer:
-    """What one layer's step reads: its matrices (decode_weights.py), norms as plain ops, and views
-    into buffers written with out=, so the step makes no slicing op of its own."""
-
-    __slots__ = (
-        "H", "K", "Dh", "attn_norm", "w_qkv", "b_qkv", "qkv", "qk", "qk_norm", "rot", "k_new", "v_new",
-        "cache_k", "cache_v", "q", "y", "y_rows", "w_o", "b_o", "mlp_norm", "ff", "up", "gate_up", "hidden", "act", "w_up", "b_up",
-        "w_down", "b_down",
-    )  # fmt: skip
 
 
 class Decoder:
@@ -160,7 +132,7 @@ class Decoder:
         if stack.rope is not None:
             cos, sin = stack.rope(0, max_len)  # (max_len, Dh) each, computed once
             self.rope = torch.cat([cos, sin], dim=-1).to(self.dtype)  # (max_len, 2 Dh): [cos | sin] rows
-            self.rope_basis = _rope_basis(cfg.head_dim, self.device, self.dtype)
+            self.rope_basis = rope_basis(cfg.head_dim, self.device, self.dtype)
         self.buffers: dict = {}
         for layer in stack.layers:
             if type(layer.attn) is not Attention:
@@ -168,10 +140,11 @@ class Decoder:
                     f"Decoder needs the built-in attention mixer, got {type(layer.attn).__name__}"
                 )
         fold = self.packed and foldable(stack.norm)
-        specs = [s for layer in stack.layers for s in self._specs(layer)]
+        specs = [s for layer in stack.layers for s in layer_specs(layer, self.packed)]
         mats = iter(pack(model, [*specs, (model.lm_head, stack.norm if fold else None)], self.packed))
         self.layers = [
-            self._layer(layer, cache, mats) for layer, cache in zip(stack.layers, self.caches, strict=True)
+            prepare_layer(layer, cache, mats, self)
+            for layer, cache in zip(stack.layers, self.caches, strict=True)
         ]
         self.final_norm = norm_fn(stack.norm, affine=not fold)
         self.head = next(mats)
@@ -188,63 +161,11 @@ class Decoder:
         self.graph = None
         self.cuda_graph = cuda_graph and self.device.type == "cuda"
 
-    def _buffer(self, *shape: int) -> torch.Tensor:
+    def buffer(self, *shape: int) -> torch.Tensor:
         """A buffer for out= results, one per shape: every layer's step writes the same ones in turn."""
         if shape not in self.buffers:
             self.buffers[shape] = torch.zeros(shape, dtype=self.dtype, device=self.device)
         return self.buffers[shape]
-
-    def _folds(self, layer) -> tuple[bool, bool]:
-        """Whether the attention norm and the feed-forward norm fold into the next matrix."""
-        known = isinstance(layer.mlp, (GatedMLP, MLP, ReLU2))
-        return self.packed and foldable(layer.attn_norm), known and self.packed and foldable(layer.mlp_norm)
-
-    def _specs(self, layer) -> list[tuple]:
-        """The layer's matrices in step order, each with the norm folded into it (or None)."""
-        attn, mlp, (fold_attn, fold_mlp) = layer.attn, layer.mlp, self._folds(layer)
-        specs = [(attn.qkv_proj, layer.attn_norm if fold_attn else None), (attn.o_proj, None)]
-        if isinstance(mlp, (GatedMLP, MLP, ReLU2)):
-            up = mlp.gate_up_proj if isinstance(mlp, GatedMLP) else mlp.up_proj
-            specs += [(up, layer.mlp_norm if fold_mlp else None), (mlp.down_proj, None)]
-        return specs
-
-    def _layer(self, layer, cache, mats) -> _Layer:
-        """The layer's `_Layer`, its matrices taken from `mats` in `_specs` order."""
-        attn, mlp, B, d = layer.attn, layer.mlp, self.B, _Layer()
-        H, K, Dh = d.H, d.K, d.Dh = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        fold_attn, fold_mlp = self._folds(layer)
-        d.attn_norm = norm_fn(layer.attn_norm, affine=not fold_attn)
-        d.w_qkv, d.b_qkv = next(mats)
-        d.w_o, d.b_o = next(mats)
-        d.qkv = self._buffer(B, (H + 2 * K) * Dh)  # [q | k | v] of every row
-        d.qk = d.qkv[:, : (H + K) * Dh].view(B, H + K, Dh)
-        d.v_new = d.qkv[:, (H + K) * Dh :].view(B, K, 1, Dh)
-        d.qk_norm = None
-        if attn.q_norm is not None:  # QK-norm: per head, before RoPE
-            w = qk_norm_weight(attn)
-            d.qk_norm = (
-                (norm_fn(attn.q_norm, affine=False), w) if w is not None else (attn.q_norm, attn.k_norm)
-            )
-        d.rot = self._buffer(B, H + K, Dh) if self.rope is not None or d.qk_norm else None  # q, k as attended
-        d.k_new = (d.qk if d.rot is None else d.rot)[:, H:, None]  # (B, K, 1, Dh)
-        q = (d.qk if d.rot is None else d.rot)[:, :H]  # (B, H, Dh)
-        d.q = q.view(B * K, H // K, Dh) if q.is_contiguous() else None  # one row: a view made once
-        d.y = self._buffer(B * K, H // K, Dh)  # attention output, grouped by KV head
-        d.y_rows = d.y.view(B, H * Dh)
-        d.cache_k, d.cache_v = cache.k, cache.v
-        known = isinstance(mlp, (GatedMLP, MLP, ReLU2))
-        d.mlp_norm = norm_fn(layer.mlp_norm, affine=not fold_mlp)
-        d.ff = None if known else mlp  # MoE or another registered feed-forward: the module itself
-        if isinstance(mlp, GatedMLP):  # one matmul for gate and up
-            d.hidden, d.act = mlp.hidden_dim, mlp.act
-        elif known:  # two matrices, no gate (GPT-2's GELU MLP, squared ReLU)
-            d.hidden, d.act = None, mlp.act if isinstance(mlp, MLP) else _relu2
-        if known:
-            d.w_up, d.b_up = next(mats)
-            d.w_down, d.b_down = next(mats)
-            d.up = self._buffer(B, d.w_up.shape[1])
-            d.gate_up = (d.up[:, : d.hidden], d.up[:, d.hidden :]) if d.hidden else None
-        return d
 
     def _block_views(self, span: int) -> list:
         """Per layer: K^T (B K, Dh, span), V (B K, span, Dh) over the caches' first `span` positions, and
@@ -335,9 +256,14 @@ class Decoder:
                 x += d.b_down
         return self.head_logits(x)
 
-    @torch.inference_mode()
     def step(self, tok: torch.Tensor) -> torch.Tensor:
         """tok (B,) at the next position -> logits (B, V) for the one after it."""
+        if torch.is_inference_mode_enabled():  # generate_tokens' loop is: no second context per token
+            return self._advance(tok)
+        with torch.inference_mode():
+            return self._advance(tok)
+
+    def _advance(self, tok: torch.Tensor) -> torch.Tensor:
         if self.pos >= self.max_len:
             raise ValueError(f"position {self.pos} is past the decoder's {self.max_len} positions")
         self.pos_t.fill_(self.pos)
@@ -350,8 +276,14 @@ class Decoder:
                 if self.static
                 else min(self.max_len, -(-(self.pos + 1) // self.BLOCK) * self.BLOCK)
             )
-            with _threads(self.threads):
+            before = torch.get_num_threads()  # as _threads, inline: once per token
+            if before != self.threads:
+                torch.set_num_threads(self.threads)
+            try:
                 logits = self.step_fn(tok, self.pos_t, self._block_views(span))
+            finally:
+                if before != self.threads:
+                    torch.set_num_threads(before)
         if self.bigram:
             self.prev_tok.copy_(tok)
         self.pos += 1
