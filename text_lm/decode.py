@@ -16,9 +16,8 @@ and runs the step as a flat loop of ~15 tensor ops per layer:
 
 The weights are the model's own fused projections (qkv_proj, gate_up_proj: one matmul each),
 transposed once to (in, out) with the preceding norm folded in (`decode_weights.py`; what a
-layer's step reads is gathered by `decode_layers.py`), the
-caches are the model's `KVCache` buffers (the prompt is prefilled by the model's own forward,
-so chunked prefill and masks stay in one place). Anything the flat step does not know (an MoE
+layer's step reads is gathered by `decode_layers.py`); the caches are the model's `KVCache`
+buffers, which the prompt fills through the same flat layers (`decode_prefill.py`). Anything the flat step does not know (an MoE
 or other registered feed-forward, a Gemma-style norm) is called as the module itself; a
 LoRA-adapted projection is read merged; a model with a mixer or linear layer it cannot read
 decodes through `ModuleStepper` (the model's forward, step by step).
