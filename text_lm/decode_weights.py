@@ -58,12 +58,15 @@ def norm_fn(norm: torch.nn.Module, affine: bool):
     return norm  # anything else: the module itself (never folded)
 
 
-def _fold(w: torch.Tensor, b: torch.Tensor | None, nw, nb, rms: bool):
-    """(out, in) weight and bias, the norm's weight/bias -> (in, out) matrix (maybe a view), bias."""
+def _fold(w: torch.Tensor, b: torch.Tensor | None, nw, nb, rms: bool, out: torch.Tensor | None = None):
+    """(out, in) weight and bias, the norm's weight/bias -> (in, out) matrix, bias. Written into `out`
+    (an arena view) when given, in one pass; else a view where nothing is folded."""
     wt = w.detach().t()
-    if rms:
-        nw = nw.detach() * math.sqrt(wt.shape[0])
-    mat = wt * nw.detach()[:, None] if nw is not None else wt
+    if nw is not None:
+        scale = (nw.detach() * math.sqrt(wt.shape[0]) if rms else nw.detach())[:, None]
+        mat = wt * scale if out is None else torch.mul(wt, scale, out=out)
+    else:
+        mat = wt if out is None else out.copy_(wt)
     if nb is not None:
         extra = nb.detach() @ wt
         b = extra if b is None else b.detach() + extra
@@ -79,13 +82,16 @@ def _sources(linear, norm) -> tuple:
     return linear.weight, linear.bias, norm.weight, getattr(norm, "bias", None)
 
 
-def _matrix(linear, norm) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(W (in, out), bias) of `linear` with `norm`'s affine (and RMSNorm's sqrt(D)) folded in."""
-    if type(linear) is not torch.nn.Linear:  # a LoRA-adapted layer: its merged weight
-        merged = linear.merged()
-        linear = merged
+def _matrix(linear, norm, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W (in, out), bias) of `linear` (a plain or merged LoRA one) with `norm`'s affine (and RMSNorm's
+    sqrt(D)) folded in; into `out` when given."""
     _, _, nw, nb = _sources(linear, norm)
-    return _fold(linear.weight, linear.bias, nw, nb, isinstance(norm, RMSNorm))
+    return _fold(linear.weight, linear.bias, nw, nb, isinstance(norm, RMSNorm), out)
+
+
+def _plain(linear) -> torch.nn.Linear:
+    """A LoRA-adapted layer's merged weight (W + scale B A) as a plain linear; a plain one as it is."""
+    return linear if type(linear) is torch.nn.Linear else linear.merged()
 
 
 def pack(model, specs: list[tuple], packed: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -96,20 +102,21 @@ def pack(model, specs: list[tuple], packed: bool) -> list[tuple[torch.Tensor, to
     if not packed:
         if any(norm is not None for _, norm in specs):
             raise ValueError("only a packed model's matrices take a norm")
-        return [_matrix(linear, None) for linear, _ in specs]
+        return [_matrix(_plain(linear), None) for linear, _ in specs]
     sources = tuple(s for linear, norm in specs for s in _sources(linear, norm))
     versions = tuple(None if s is None else s._version for s in sources)
     keep = all(type(linear) is torch.nn.Linear for linear, _ in specs)
     hit = _PACKED.get(model) if keep else None
     if hit is not None and hit[1] == versions and all(a is b for a, b in zip(hit[0], sources, strict=True)):
         return hit[2]
-    mats = [_matrix(linear, norm) for linear, norm in specs]
-    arena = _arena(sum(m.numel() for m, _ in mats), mats[0][0].dtype, mats[0][0].device)
+    linears = [_plain(linear) for linear, _ in specs]
+    w = linears[0].weight
+    arena = _arena(sum(lin.weight.numel() for lin in linears), w.dtype, w.device)
     out, at = [], 0
-    for m, b in mats:
-        view = arena[at : at + m.numel()].view(m.shape)
-        out.append((view.copy_(m), b))
-        at += m.numel()
+    for lin, (_, norm) in zip(linears, specs, strict=True):
+        n_out, n_in = lin.weight.shape
+        out.append(_matrix(lin, norm, out=arena[at : at + n_in * n_out].view(n_in, n_out)))
+        at += n_in * n_out
     if keep:
         _PACKED[model] = (sources, versions, out)
     return out
