@@ -187,8 +187,11 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _grouped_mm_ok(x: torch.Tensor) -> bool:
-    """torch's grouped matmul covers this device and dtype (CPU: fp32 and bf16; CUDA: bf16)."""
+    """torch's grouped matmul covers this device and dtype (CPU: fp32 and bf16; CUDA: bf16); under
+    torch.compile bf16 only (its fake-tensor rule refuses fp32: "Expected inputs of BF16 type")."""
     if not hasattr(F, "grouped_mm"):
+        return False
+    if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
         return False
     return x.device.type == "cpu" or (x.device.type == "cuda" and x.dtype == torch.bfloat16)
 
