@@ -1,4 +1,5 @@
-"""Issue 13's SigLIP ablations at equal steps: the shipped config against hard negatives and the shape stem,
+"""Issue 13's SigLIP ablations at equal steps: the shipped config against hard negatives, the edge shape stem
+and the choice of stem (linear patches or convolutions),
 each scored by `vision_lm.demo_vision_report` (zero-shot on seen pairs, the validation pair and the test's
 held-out pairs, plus the colour/shape probes).
 
@@ -24,6 +25,9 @@ VARIANTS = {
     "shipped": [],
     "hard negatives": ["--model.init_args.hard_negatives", "true"],
     "shape stem": ["--model.init_args.config.vision.shape_stem", "true"],
+    # vision.stem (BENCHMARKS.md issue 13): the linear patchifier against the convolutional stem
+    "patch stem": ["--model.init_args.config.vision.stem", "patch"],
+    "conv stem": ["--model.init_args.config.vision.stem", "conv"],
 }
 
 
