@@ -1,5 +1,5 @@
 """Issue 13's SigLIP ablations at equal steps: the shipped config against hard negatives, the edge shape stem
-and the choice of stem (linear patches or convolutions),
+the choice of stem (linear patches or convolutions) and max pooling over patch tokens,
 each scored by `vision_lm.demo_vision_report` (zero-shot on seen pairs, the validation pair and the test's
 held-out pairs, plus the colour/shape probes).
 
@@ -28,6 +28,10 @@ VARIANTS = {
     # vision.stem (BENCHMARKS.md issue 13): the linear patchifier against the convolutional stem
     "patch stem": ["--model.init_args.config.vision.stem", "patch"],
     "conv stem": ["--model.init_args.config.vision.stem", "conv"],
+    "max pooling": [
+        "--model.init_args.config.vision.pooling",
+        "max",
+    ],  # vision.pooling (BENCHMARKS.md issue 13)
 }
 
 
