@@ -98,7 +98,10 @@ def test_a_nested_dict_given_to_the_constructor_is_checked_too():
             "vision.patch_size=7 must divide vision.image_size=64",
         ),
         (lambda: SigLIPConfig(embed_dim=0), "embed_dim must be a positive integer, got 0"),
-        (lambda: SigLIPConfig(vision={"pooling": "none"}), "vision.pooling must be 'map' for SigLIP"),
+        (
+            lambda: SigLIPConfig(vision={"pooling": "none"}),
+            "vision.pooling must be 'map' or 'max' for SigLIP",
+        ),
         (lambda: SigLIPConfig(loss="hinge"), "loss must be 'sigmoid' or 'softmax'"),
         (
             lambda: PaliGemmaConfig(decoder={"n_kv_heads": 3}),
