@@ -35,6 +35,20 @@ def use_cpu_time() -> None:
     CLOCK = time.process_time
 
 
+def add_clock_args(p) -> None:
+    """`--threads N` and `--cpu-time`, the timing options every speed benchmark takes."""
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
+
+
+def apply_clock_args(args) -> None:
+    """Applies `add_clock_args`' options: the thread count, then (it sets one thread) the CPU-time clock."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cpu_time:
+        use_cpu_time()
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -55,14 +55,15 @@ ensure_venv()
 
 import torch  # noqa: E402
 from _common import (  # noqa: E402
+    add_clock_args,
     add_train_step_args,
+    apply_clock_args,
     goal,
     interleaved,
     matmul_peak,
     print_header,
     table,
     train_step_fn,
-    use_cpu_time,
 )
 from _paired import median, paired, ratio_cell  # noqa: E402
 from litgpt.config import Config  # noqa: E402
@@ -226,13 +227,9 @@ def main():
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--skip-generate", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
+    add_clock_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.cpu_time:
-        use_cpu_time()
+    apply_clock_args(args)
     print_header("litgpt")
     cfg = LlamaConfig.preset(args.preset)
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ import argparse
 import _common
 import torch
 import torch.nn.functional as F
-from _common import matmul_peak, print_header, use_cpu_time
+from _common import add_clock_args, apply_clock_args, matmul_peak, print_header
 
 from text_lm.config import LlamaConfig
 from text_lm.model import Llama
@@ -38,13 +38,9 @@ def main():
     p.add_argument("--preset", default="llama-tiny")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
+    add_clock_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.cpu_time:
-        use_cpu_time()
+    apply_clock_args(args)
     print_header()
     model = Llama(LlamaConfig.preset(args.preset))
     cfg, tc = model.config, model.stack.cfg

@@ -20,14 +20,15 @@ import argparse
 
 import torch
 from _common import (
+    add_clock_args,
     add_train_step_args,
+    apply_clock_args,
     goal,
     hf_twin,
     interleaved,
     print_header,
     table,
     train_step_fn,
-    use_cpu_time,
 )
 
 from text_lm.config import LlamaConfig
@@ -123,13 +124,9 @@ def main():
     p.add_argument("--moe", default="llama-moe-tiny")
     add_train_step_args(p, preset=False, compile_flag=False)
     p.add_argument("--skip-model", action="store_true", help="only the one-layer table")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
+    add_clock_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.cpu_time:
-        use_cpu_time()
+    apply_clock_args(args)
     print_header("transformers")
     x = torch.randint(0, 4096, (args.batch, args.seq), generator=torch.Generator().manual_seed(0))
     if not args.skip_model:

@@ -18,7 +18,9 @@ import argparse
 
 import torch
 from _common import (
+    add_clock_args,
     add_train_step_args,
+    apply_clock_args,
     goal,
     hf_twin,
     interleaved,
@@ -26,7 +28,6 @@ from _common import (
     print_header,
     table,
     train_step_fn,
-    use_cpu_time,
 )
 
 from text_lm.config import LlamaConfig
@@ -60,13 +61,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_train_step_args(p)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
+    add_clock_args(p)
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.cpu_time:
-        use_cpu_time()
+    apply_clock_args(args)
     dev = args.device
     print_header("transformers", device=dev)
     cfg = LlamaConfig.preset(args.preset)
