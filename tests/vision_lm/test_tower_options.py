@@ -51,8 +51,18 @@ def test_bad_stem_values_are_one_user_error():
         VisionConfig(image_size=36, patch_size=6, stem="conv")
 
 
-def test_export_refuses_the_conv_stem_by_name(tmp_path, capsys):
-    model = SigLIP(SigLIPConfig(vision=VisionConfig(**SMALL)))
+@pytest.mark.parametrize(
+    "option, name",
+    [
+        ({"stem": "conv"}, "vision.stem"),
+        ({"shape_stem": True}, "vision.shape_stem"),
+        ({"pooling": "max"}, "vision.pooling"),
+    ],
+)
+def test_export_refuses_each_tower_option_by_name_and_writes_nothing(option, name, tmp_path, capsys):
+    """HF SigLIP has a linear patchifier and the MAP head only: each other option is one error line naming it."""
+    base = {k: v for k, v in SMALL.items() if k != "stem"}  # SMALL has the conv stem
+    model = SigLIP(SigLIPConfig(vision=VisionConfig(**base, **option)))
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save(
         {"state_dict": state, "hyper_parameters": {"config": model.config.to_dict()}}, tmp_path / "s.ckpt"
@@ -60,7 +70,7 @@ def test_export_refuses_the_conv_stem_by_name(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         vision_lm(["export-hf", "--checkpoint", str(tmp_path / "s.ckpt"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and len(err) == 1 and "vision.stem" in err[0]
+    assert e.value.code == 2 and len(err) == 1 and name in err[0]
     assert not (tmp_path / "out").exists()
 
 
