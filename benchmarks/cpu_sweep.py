@@ -31,60 +31,61 @@ from benchmarks.vs_nanogpt import finish, ours_cmd, score_ours, start  # noqa: E
 
 RECIPE = "configs/text/modern-cpu.yaml"
 OPT = "--model.optimizer.init_args."
+
+
+def lrs(embedding: float = 0.05, head: float = 0.004) -> list[str]:
+    return [OPT + "groups", f'{{"embedding": {{"lr": {embedding}}}, "head": {{"lr": {head}}}}}']
+
+
+def vocab(n: int) -> list[str]:
+    return ["--data.data_dir", f"data/shakespeare_bpe{n}", "--model.config.vocab_size", str(n)]
+
+
+def context(n: int, batch: int) -> list[str]:
+    return ["--data.seq_len", str(n), "--model.config.max_seq_len", str(n), "--data.batch_size", str(batch)]
+
+
+def width(dim: int, heads: int) -> list[str]:
+    return [
+        "--model.config.dim",
+        str(dim),
+        "--model.config.n_heads",
+        str(heads),
+        "--model.config.n_kv_heads",
+        str(heads),
+    ]
+
+
+# The sweep's base is the recipe as it was swept (vocabulary 1024, embedding lr 0.05, decay 0.4), given before each
+# point's own overrides, so the recorded table reproduces after modern-cpu.yaml took the sweep's choices.
+BASE = [*vocab(1024), *lrs(), "--model.decay_fraction", "0.4"]
 # (knob, value shown, overrides); the base point is knob "base".
 POINTS: dict[str, tuple[str, str, list[str]]] = {
     "base": ("base", "4x192 v1024 b8x256", []),
     "muon0.02": ("muon_lr", "0.02", [OPT + "muon_lr", "0.02"]),
     "muon0.05": ("muon_lr", "0.05", [OPT + "muon_lr", "0.05"]),
-    "emb0.1": ("embedding_lr", "0.1", [OPT + "groups", '{"embedding": {"lr": 0.1}, "head": {"lr": 0.004}}']),
-    "emb0.025": (
-        "embedding_lr",
-        "0.025",
-        [OPT + "groups", '{"embedding": {"lr": 0.025}, "head": {"lr": 0.004}}'],
-    ),
-    "head0.008": ("head_lr", "0.008", [OPT + "groups", '{"embedding": {"lr": 0.05}, "head": {"lr": 0.008}}']),
-    "head0.002": ("head_lr", "0.002", [OPT + "groups", '{"embedding": {"lr": 0.05}, "head": {"lr": 0.002}}']),
+    "emb0.1": ("embedding_lr", "0.1", lrs(embedding=0.1)),
+    "emb0.025": ("embedding_lr", "0.025", lrs(embedding=0.025)),
+    "head0.008": ("head_lr", "0.008", lrs(head=0.008)),
+    "head0.002": ("head_lr", "0.002", lrs(head=0.002)),
     "batch4": ("tokens_per_step", "1024", ["--data.batch_size", "4"]),
     "batch16": ("tokens_per_step", "4096", ["--data.batch_size", "16"]),
-    "ctx512": (
-        "context",
-        "512 (b4)",
-        ["--data.seq_len", "512", "--model.config.max_seq_len", "512", "--data.batch_size", "4"],
-    ),  # fmt: skip
-    "ctx128": (
-        "context",
-        "128 (b16)",
-        ["--data.seq_len", "128", "--model.config.max_seq_len", "128", "--data.batch_size", "16"],
-    ),  # fmt: skip
-    "dim256": (
-        "width",
-        "256 (4 heads)",
-        ["--model.config.dim", "256", "--model.config.n_heads", "4", "--model.config.n_kv_heads", "4"],
-    ),  # fmt: skip
-    "dim128": (
-        "width",
-        "128 (2 heads)",
-        ["--model.config.dim", "128", "--model.config.n_heads", "2", "--model.config.n_kv_heads", "2"],
-    ),  # fmt: skip
+    "ctx512": ("context", "512 (b4)", context(512, 4)),
+    "ctx128": ("context", "128 (b16)", context(128, 16)),
+    "dim256": ("width", "256 (4 heads)", width(256, 4)),
+    "dim128": ("width", "128 (2 heads)", width(128, 2)),
     "layers6": ("depth", "6", ["--model.config.n_layers", "6"]),
     "layers3": ("depth", "3", ["--model.config.n_layers", "3"]),
-    "vocab512": (
-        "vocab",
-        "512",
-        ["--data.data_dir", "data/shakespeare_bpe512", "--model.config.vocab_size", "512"],
-    ),
-    "vocab2048": (
-        "vocab",
-        "2048",
-        ["--data.data_dir", "data/shakespeare_bpe2048", "--model.config.vocab_size", "2048"],
-    ),  # fmt: skip
+    "vocab512": ("vocab", "512", vocab(512)),
+    "vocab2048": ("vocab", "2048", vocab(2048)),
     "decay0.6": ("decay_fraction", "0.6", ["--model.decay_fraction", "0.6"]),
     "decay0.25": ("decay_fraction", "0.25", ["--model.decay_fraction", "0.25"]),
 }
 
 
 def run_point(name: str, seed: int, a) -> dict:
-    knob, value, extra = POINTS[name]
+    knob, value, own = POINTS[name]
+    extra = [*BASE, *own]
     root = a.out / f"{name}-s{seed}"
     load0 = os.getloadavg()[0]
     proc = start(ours_cmd(RECIPE, seed, a.budget_s, None, root / "fit", extra), root / "fit.log", a.threads)
