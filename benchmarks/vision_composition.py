@@ -32,6 +32,11 @@ VARIANTS = {
         "--model.init_args.config.vision.pooling",
         "max",
     ],  # vision.pooling (BENCHMARKS.md issue 13)
+    # the training-only colours that fill the hue circle (shapes_style.EXTRA_COLORS)
+    "extra colours": ["--data.stream_diversity", "{extra_colors: true}"],
+    "extra colours, max pooling": [
+        "--data.stream_diversity", "{extra_colors: true}", "--model.init_args.config.vision.pooling", "max",
+    ],  # fmt: skip
 }
 
 

@@ -89,21 +89,24 @@ class VisionConfig:
     patch embedding (`vision_lm/vit.py` EdgeStem). Hugging Face's SigLIP has no such part: a model
     with it cannot be exported."""
 
-    stem: Literal["patch", "conv"] = "patch"
+    stem: Literal["patch", "conv", "factored"] = "patch"
     """How pixels become patch tokens. `patch`: one linear map per P x P patch (ViT, Hugging Face's SigLIP).
     `conv`: log2(P) 3x3 stride-2 convolutions with GELU, then a 1x1 to dim (Xiao et al. 2021, "Early
     convolutions help transformers see better"): overlapping, translation-equivariant filters, so a shape
     looks the same wherever the patch grid cuts it. Measured (BENCHMARKS.md, issue 13): a small gain in
     shape learning (0.33 -> 0.42 in 200 supervised steps) where `pooling: max` gives 0.82; off by default.
-    Not exportable to Hugging Face."""
+    `factored`: per-pixel colour features averaged over each patch plus the edge map through convolutions
+    (`vision_lm/vit.py` FactoredStem): no filter sees colour and form together, so shape learnt on some
+    colours transfers to others. Not exportable to Hugging Face."""
 
     def __post_init__(self):
         check_positive("vision.", self, ("image_size", "patch_size"))
-        if self.stem not in ("patch", "conv"):
-            raise UserError(f"vision.stem must be 'patch' or 'conv', got {self.stem!r}")
-        if (self.shape_stem or self.stem == "conv") and self.patch_size & (self.patch_size - 1):
+        if self.stem not in ("patch", "conv", "factored"):
+            raise UserError(f"vision.stem must be 'patch', 'conv' or 'factored', got {self.stem!r}")
+        if (self.shape_stem or self.stem != "patch") and self.patch_size & (self.patch_size - 1):
             raise UserError(
-                f"vision.shape_stem and vision.stem conv need a power-of-two vision.patch_size, got {self.patch_size}"
+                f"vision.shape_stem and vision.stem {self.stem} need a power-of-two vision.patch_size, "
+                f"got {self.patch_size}"
             )
         if self.image_size % self.patch_size:
             raise UserError(

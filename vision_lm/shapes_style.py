@@ -41,11 +41,21 @@ HSV_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[floa
     "orange": ((22, 35), (0.75, 1.0), (0.85, 1.0)),
 }
 EXTRA_COLORS: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    "olive": ((48, 65), (0.6, 1.0), (0.35, 0.55)),
+    "lime": ((65, 90), (0.6, 1.0), (0.7, 1.0)),
+    "teal": ((150, 170), (0.6, 1.0), (0.45, 0.8)),
     "cyan": ((175, 192), (0.6, 1.0), (0.75, 1.0)),
+    "sky": ((195, 206), (0.5, 1.0), (0.75, 1.0)),
+    "indigo": ((243, 262), (0.55, 1.0), (0.4, 0.8)),
+    "magenta": ((300, 318), (0.6, 1.0), (0.7, 1.0)),
     "pink": ((320, 340), (0.3, 0.55), (0.9, 1.0)),
+    "rose": ((340, 350), (0.65, 1.0), (0.5, 0.9)),
     "brown": ((18, 32), (0.55, 0.85), (0.3, 0.5)),
 }
-"""Training-only colours, far in HSV from every named region above."""
+"""Training-only colours filling the hue circle between the named regions (none overlaps one): every
+shape is then seen at hues on both sides of every named colour, so a shape's features cannot be tied
+to the few colours it was drawn in (BENCHMARKS.md, issue 13: three extras left the held-out shape at
+chance, this dense set is what moved it)."""
 EXTRA_SHAPES: tuple[str, ...] = ("cross", "ring")
 """Training-only shapes, unlike the four named ones even when small (see `shapes.render`)."""
 RADIUS_RANGES = {"small": (0.08, 0.12), "large": (0.15, 0.20)}

@@ -137,12 +137,48 @@ class ConvStem(nn.Module):
         return self.proj(self.convs(pixels))  # (B, D, g, g)
 
 
+class FactoredStem(nn.Module):
+    """`vision.stem: factored`: colour and outline on separate paths, summed per patch (B, 3, H, W) -> (B, D, g, g).
+
+        colour:  [Conv1x1 3 -> 32 -> GELU] per pixel -> mean over each P x P patch -> Conv1x1 to D
+        outline: `EdgeStem` (Sobel magnitude over the colour channels -> strided 3x3 convolutions)
+
+    The colour path sees each pixel alone and then a patch's average of those features, which keeps
+    which colours a patch holds and how much of each but not where they lie: it cannot draw shape.
+    The outline path sees edges but no colour. So no filter of the stem can respond to "a green edge
+    of this form"; a linear patchifier, whose filters are linear in RGB, learns exactly such
+    colour-bound shape filters and names a held-out colour-shape pair as a seen one (BENCHMARKS.md,
+    issue 13). Binding stays possible: both paths land in the same patch token.
+    """
+
+    def __init__(self, patch_size: int, dim: int, channels: int = 32):
+        super().__init__()
+        self.colour = nn.Sequential(nn.Conv2d(3, channels, 1), nn.GELU(), nn.AvgPool2d(patch_size))
+        self.colour_proj = nn.Conv2d(channels, dim, 1)
+        self.outline = EdgeStem(patch_size, dim, channels)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """He-normal (gain 2 before a GELU, as `ConvStem`); each path's output at variance 1/2, so their sum
+        starts at the unit variance of a patch embedding."""
+        outputs = (self.colour_proj, self.outline.proj)
+        for m in [self.colour[0], *self.outline.convs, *outputs]:
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                nn.init.normal_(m.weight, 0.0, math.sqrt((0.5 if m in outputs else 2.0) / fan_in))
+                nn.init.zeros_(m.bias)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.colour_proj(self.colour(pixels)) + self.outline(pixels)
+
+
 class VisionTower(nn.Module):
     def __init__(self, config: VisionConfig, init_std: float = 0.02):
         super().__init__()
         self.config = c = config
-        if c.stem == "conv":
-            self.conv_stem, self.patch_embed = ConvStem(c.patch_size, c.dim), None
+        if c.stem != "patch":
+            stem = ConvStem if c.stem == "conv" else FactoredStem
+            self.conv_stem, self.patch_embed = stem(c.patch_size, c.dim), None
         else:
             self.conv_stem = None
             self.patch_embed = nn.Conv2d(3, c.dim, kernel_size=c.patch_size, stride=c.patch_size)
@@ -167,7 +203,7 @@ class VisionTower(nn.Module):
         | head.layernorm                    | weight ones, bias zeros                         |
         """
         if self.conv_stem is not None:
-            self.conv_stem.init_weights()  # instead of patch_embed (`ConvStem`)
+            self.conv_stem.init_weights()  # instead of patch_embed (`ConvStem`, `FactoredStem`)
         else:
             fan_in = 3 * self.config.patch_size**2
             nn.init.normal_(self.patch_embed.weight, 0.0, 1 / math.sqrt(fan_in))

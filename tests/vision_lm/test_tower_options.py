@@ -55,6 +55,7 @@ def test_bad_stem_values_are_one_user_error():
     "option, name",
     [
         ({"stem": "conv"}, "vision.stem"),
+        ({"stem": "factored"}, "vision.stem"),
         ({"shape_stem": True}, "vision.shape_stem"),
         ({"pooling": "max"}, "vision.pooling"),
     ],
