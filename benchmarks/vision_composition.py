@@ -35,7 +35,10 @@ VARIANTS = {
     # the training-only colours that fill the hue circle (shapes_style.EXTRA_COLORS)
     "extra colours": ["--data.stream_diversity", "{extra_colors: true}"],
     "extra colours, max pooling": [
-        "--data.stream_diversity", "{extra_colors: true}", "--model.init_args.config.vision.pooling", "max",
+        "--data.stream_diversity",
+        "{extra_colors: true}",
+        "--model.init_args.config.vision.pooling",
+        "max",
     ],  # fmt: skip
 }
 
