@@ -65,6 +65,7 @@ class CaptionerModule(System):
         decay_fraction: float = 0.2,
         max_new_tokens: int = 24,
         sample_images: int = 8,
+        word_dropout: float = 0.0,
     ):
         """
         Args:
@@ -93,6 +94,11 @@ class CaptionerModule(System):
             decay_fraction: wsd: the last fraction of the budget over which the rate decays.
             max_new_tokens: tokens generated at most per validation/test example.
             sample_images: examples shown in samples/captions (0: none).
+            word_dropout: in training, the fraction of the suffix's input tokens (those the model reads
+                while writing the answer, never the ones it is scored on) replaced by a random text
+                token. A decoder that can trust the words it just wrote learns "green" -> "circle" from
+                them; one that cannot has to read the shape off the image, which is what a held-out
+                colour-shape pair needs (BENCHMARKS.md, issue 13). 0 turns it off.
         """
         super().__init__(
             config or PaliGemmaConfig(),
@@ -108,6 +114,8 @@ class CaptionerModule(System):
             raise UserError(f"vision_lr_multiplier must be >= 0, got {vision_lr_multiplier}")
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        if not 0 <= word_dropout < 1:
+            raise UserError(f"word_dropout must be in [0, 1), got {word_dropout}")
         if init_from and vision_init_from:
             raise UserError(
                 "set init_from (a whole captioner) or vision_init_from (an image tower), not both"
@@ -201,10 +209,23 @@ class CaptionerModule(System):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
-        logits = self.model(batch["pixel_values"], batch["input_ids"], batch["prefix_len"])
-        loss = suffix_loss(logits, batch["input_ids"], batch["loss_mask"])
+        ids = batch["input_ids"]
+        seen = self._drop_words(ids, batch["loss_mask"]) if self.hparams.get("word_dropout") else ids
+        logits = self.model(batch["pixel_values"], seen, batch["prefix_len"])
+        loss = suffix_loss(logits, ids, batch["loss_mask"])  # scored on the true ids
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _drop_words(self, ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+        """`word_dropout`: ids (B, T) with a fraction of the suffix replaced by random non-special ids."""
+        tok = self.data.tokenizer
+        special = torch.tensor(special_ids(tok) + [tok.eos_id], device=ids.device)
+        allowed = torch.arange(tok.vocab_size, device=ids.device)
+        allowed = allowed[~torch.isin(allowed, special)]
+        drop = loss_mask & (torch.rand(ids.shape, device=ids.device) < self.hparams.word_dropout)
+        drop &= ~torch.isin(ids, special)  # <|eos|> stays
+        random_ids = allowed[torch.randint(len(allowed), ids.shape, device=ids.device)]
+        return torch.where(drop, random_ids, ids)
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch, batch_idx):
