@@ -40,6 +40,14 @@ VARIANTS = {
         "--model.init_args.config.vision.pooling",
         "max",
     ],  # fmt: skip
+    "extra colours, factored stem, max pooling": [
+        "--data.stream_diversity",
+        "{extra_colors: true}",
+        "--model.init_args.config.vision.pooling",
+        "max",
+        "--model.init_args.config.vision.stem",
+        "factored",
+    ],  # fmt: skip
 }
 
 
