@@ -21,34 +21,27 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {
+OPTIONS = {
     "shipped": [],
     "hard negatives": ["--model.init_args.hard_negatives", "true"],
     "shape stem": ["--model.init_args.config.vision.shape_stem", "true"],
-    # vision.stem (BENCHMARKS.md issue 13): the linear patchifier against the convolutional stem
+    # vision.stem (BENCHMARKS.md issue 13): the linear patchifier, convolutions, or colour and outline apart
     "patch stem": ["--model.init_args.config.vision.stem", "patch"],
     "conv stem": ["--model.init_args.config.vision.stem", "conv"],
-    "max pooling": [
-        "--model.init_args.config.vision.pooling",
-        "max",
-    ],  # vision.pooling (BENCHMARKS.md issue 13)
+    "factored stem": ["--model.init_args.config.vision.stem", "factored"],
+    "max pooling": ["--model.init_args.config.vision.pooling", "max"],  # vision.pooling
     # the training-only colours that fill the hue circle (shapes_style.EXTRA_COLORS)
     "extra colours": ["--data.stream_diversity", "{extra_colors: true}"],
-    "extra colours, max pooling": [
-        "--data.stream_diversity",
-        "{extra_colors: true}",
-        "--model.init_args.config.vision.pooling",
-        "max",
-    ],  # fmt: skip
-    "extra colours, factored stem, max pooling": [
-        "--data.stream_diversity",
-        "{extra_colors: true}",
-        "--model.init_args.config.vision.pooling",
-        "max",
-        "--model.init_args.config.vision.stem",
-        "factored",
-    ],  # fmt: skip
 }
+"""A variant is options joined by ", " (e.g. "extra colours, factored stem, max pooling"): their flags together."""
+
+
+def variant_args(name: str) -> list[str]:
+    parts = name.split(", ")
+    unknown = [p for p in parts if p not in OPTIONS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown option {unknown[0]!r} (options: {', '.join(OPTIONS)})")
+    return [flag for p in parts for flag in OPTIONS[p]]
 
 
 def uptime() -> str:
@@ -62,7 +55,7 @@ def run(name: str, seed: int, args) -> tuple[float, str]:
            "--data.data_dir", args.data, "--trainer.default_root_dir", str(folder), "--seed_everything", str(seed),
            "--trainer.max_steps", str(args.steps), "--trainer.max_time", "00:02:00:00",
            "--trainer.val_check_interval", str(args.steps), "--trainer.enable_progress_bar", "false",
-           *VARIANTS[name]]  # fmt: skip
+           *variant_args(name)]  # fmt: skip
     print(f"[{name}, seed {seed}] {uptime()}", flush=True)
     start = time.perf_counter()
     subprocess.run(fit, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -83,9 +76,14 @@ def main() -> None:
     )
     p.add_argument("--steps", type=int, default=1000, help="training steps of every run (default 1000)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1337], help="seeds (default 1337)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument(
+        "--variants", nargs="+", default=["shipped", "hard negatives", "shape stem", "max pooling"],
+        help=f"options joined by ', ' per variant; options: {', '.join(OPTIONS)}",
+    )  # fmt: skip
     p.add_argument("--out", default="runs/composition", help="run folders and reports")
     args = p.parse_args()
+    for name in args.variants:
+        variant_args(name)  # every name checked before the first run
     rows = []
     for seed in args.seeds:
         for name in args.variants:
