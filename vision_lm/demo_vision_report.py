@@ -106,7 +106,39 @@ def probes(embed, data_dir: str, size: int) -> dict[str, dict[str, float]] | Non
     sets = {p: s for p in PARTS if (s := singles(p)) is not None}
     if fit is None or not sets:
         return None
-    return attribute_probes(embed(fit[1]), fit[0], {p: (embed(px), lb) for p, (lb, px) in sets.items()})
+    feats = {p: (embed(px), lb) for p, (lb, px) in sets.items()}
+    out = attribute_probes(embed(fit[1]), fit[0], feats)
+    free = colour_free_singles(data_dir, size)
+    if free is not None:  # the shape probe again, fit where colour says nothing about shape
+        out["colour-free shape"] = attribute_probes(embed(free[1]), free[0], feats)["shape"]
+    return out
+
+
+def colour_free_singles(data_dir: str, size: int, n: int = 1000):
+    """(labels, normalised pixels) of n one-shape stream scenes drawn in the training-only colours, which come
+    with every shape; None for a folder that is not a shapes set.
+
+    Fit on seen pairs, a shape probe learns the colour prior as well (green is never a triangle there) and
+    answers a seen shape on a held-out pair however well the tower sees shape; fit here, it cannot."""
+    import torch
+
+    from vision_lm.records import normalize
+    from vision_lm.shapes import read_info
+    from vision_lm.shapes_stream import ShapesStream
+    from vision_lm.shapes_style import EXTRA_COLORS, Diversity
+
+    info = read_info(data_dir)
+    if not info or info.get("name") != "shapes":
+        return None
+    stream = ShapesStream(info["seed"], size, 10**9, Diversity(extra_colors=True))
+    labels, pixels, k = [], [], 0
+    while len(labels) < n:
+        scene = stream.scene(k)[0]
+        if len(scene) == 1 and scene[0].color in EXTRA_COLORS:
+            labels.append(scene[0].label)
+            pixels.append(stream[k][0])
+        k += 1
+    return labels, normalize(torch.stack(pixels))
 
 
 def captions_of(loaded, recs, pixels, rerank=None, n_best: int = 8, batch_size: int = 100) -> list[str]:
@@ -241,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name:{width}s} " + " ".join(f"  {fmt(by_part.get(p))}" for p in PARTS))
     if any(r is not None for _, r in probe_rows):
         print(
-            "diagnosis: linear probes on frozen image embeddings of one-shape images, fit on train (seen pairs):"
+            "diagnosis: linear probes on frozen image embeddings of one-shape images, fit on train (seen pairs;\n"
+            "colour-free fit: on stream scenes in the training-only colours, which come with every shape):"
         )
         for title, result in probe_rows:
             for attribute, by_part in (result or {}).items():

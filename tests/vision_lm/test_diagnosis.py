@@ -65,3 +65,15 @@ def test_held_out_pair_recall_counts_whole_words_of_true_pairs():
     assert held_out_pair_recall(generated, truths, sorted(HELD_OUT)) == 0.5
     assert held_out_pair_recall(["a dark green triangles"], ["a green triangle"], ["green triangle"]) == 0.0
     assert math.isnan(held_out_pair_recall(["x"], ["a red circle"], ["green triangle"]))
+
+
+def test_colour_free_probe_set_shows_every_shape_in_training_only_colours(shapes, tmp_path):
+    from vision_lm.demo_vision_report import colour_free_singles
+    from vision_lm.shapes_scene import SHAPES
+    from vision_lm.shapes_style import EXTRA_COLORS
+
+    labels, pixels = colour_free_singles(str(shapes), 32, n=60)
+    assert pixels.shape == (60, 3, 32, 32) and pixels.min() >= -1 and pixels.max() <= 1
+    colours, kinds = zip(*(label.split(" ") for label in labels))
+    assert set(colours) <= set(EXTRA_COLORS) and set(kinds) == set(SHAPES)  # colour cannot tell the shape
+    assert colour_free_singles(str(tmp_path), 32) is None  # not a shapes folder
