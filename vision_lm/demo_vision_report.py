@@ -13,7 +13,9 @@ images never trained on: "seen" = validation scenes of colour-shape pairs seen i
 Diagnosis (issue 13): colour and shape linear probes on frozen image embeddings (`evaluation.
 attribute_probes`), fit on seen pairs and scored on seen and held-out pairs: a shape probe that fails
 on held-out pairs says the image tower entangles colour and shape; one that succeeds while zero-shot
-or captions fail puts the fault on the text side. Held-out pair recall: does the caption name the
+or captions fail puts the fault on the text side. Fit on seen pairs, a shape probe also learns the colour
+prior (green is never a triangle there), so a second shape probe is fit on stream scenes in the training-only
+colours, which come with every shape ("colour-free shape probe"). Held-out pair recall: does the caption name the
 held-out pair at all, whatever else it gets wrong.
 """
 
