@@ -97,7 +97,8 @@ class VisionConfig:
     shape learning (0.33 -> 0.42 in 200 supervised steps) where `pooling: max` gives 0.82; off by default.
     `factored`: per-pixel colour features averaged over each patch plus the edge map through convolutions
     (`vision_lm/vit.py` FactoredStem): no filter sees colour and form together, so shape learnt on some
-    colours transfers to others. Not exportable to Hugging Face."""
+    colours transfers to others (told the shape directly, held-out colour-shape pairs 0.11 -> 0.75, and 0.99
+    with the training-only colours; BENCHMARKS.md, issue 13). Not exportable to Hugging Face."""
 
     def __post_init__(self):
         check_positive("vision.", self, ("image_size", "patch_size"))
