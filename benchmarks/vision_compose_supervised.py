@@ -40,14 +40,10 @@ def pixels_of(img) -> torch.Tensor:
 def train_set(seed: int, n: int, div: Diversity):
     """The first n one-shape stream scenes: normalised pixels, colour index, shape index."""
     stream = ShapesStream(seed, 64, 10**9, div)
-    xs, colours, shapes, k = [], [], [], 0
-    while len(xs) < n:
-        scene = stream.scene(k)[0]
-        if len(scene) == 1:
-            xs.append(stream[k][0])
-            colours.append(ALL_COLOURS.index(scene[0].color))
-            shapes.append(ALL_SHAPES.index(scene[0].shape))
-        k += 1
+    found = stream.one_shape_scenes(n)
+    xs = [stream[k][0] for k, _ in found]
+    colours = [ALL_COLOURS.index(shape.color) for _, shape in found]
+    shapes = [ALL_SHAPES.index(shape.shape) for _, shape in found]
     return normalize(torch.stack(xs)), torch.tensor(colours), torch.tensor(shapes)
 
 

@@ -38,13 +38,8 @@ class MaxPool(torch.nn.Module):
 def one_shape_scenes(data_seed: int, n: int, canonical: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n one-shape scenes of the stream -> pixels (n, 3, 64, 64) in [-1, 1], shape index (n,)."""
     stream = ShapesStream(data_seed, 64, 10**9, CANONICAL if canonical else None)
-    pixels, labels, k = [], [], 0
-    while len(pixels) < n:
-        scene = stream.scene(k)[0]
-        if len(scene) == 1:
-            pixels.append(stream[k][0])
-            labels.append(SHAPES.index(scene[0].shape))
-        k += 1
+    found = stream.one_shape_scenes(n)
+    pixels, labels = [stream[k][0] for k, _ in found], [SHAPES.index(shape.shape) for _, shape in found]
     return normalize(torch.stack(pixels)), torch.tensor(labels)
 
 

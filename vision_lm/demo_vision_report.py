@@ -133,13 +133,8 @@ def colour_free_singles(data_dir: str, size: int, n: int = 1000):
     if not info or info.get("name") != "shapes":
         return None
     stream = ShapesStream(info["seed"], size, 10**9, Diversity(extra_colors=True))
-    labels, pixels, k = [], [], 0
-    while len(labels) < n:
-        scene = stream.scene(k)[0]
-        if len(scene) == 1 and scene[0].color in EXTRA_COLORS:
-            labels.append(scene[0].label)
-            pixels.append(stream[k][0])
-        k += 1
+    found = stream.one_shape_scenes(n, keep=lambda shape: shape.color in EXTRA_COLORS)
+    labels, pixels = [shape.label for _, shape in found], [stream[k][0] for k, _ in found]
     return labels, normalize(torch.stack(pixels))
 
 

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from vision_lm.records import Record
 from vision_lm.shapes import describe, render
+from vision_lm.shapes_scene import Shape
 from vision_lm.shapes_style import Diversity
 
 STREAM_SPLIT = "train"
@@ -77,6 +78,17 @@ class ShapesStream(Dataset):
         img = render(scene, self.image_size, background)
         pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, S, S)
         return pixels, j, stream_record(meta, k), self.tasks[task]
+
+    def one_shape_scenes(self, n: int, keep=None) -> list[tuple[int, Shape]]:
+        """(scene index k, its shape) of the first n scenes that hold one shape (one `keep(shape)` accepts);
+        the pixels of scene k are `self[k][0]` when the stream has one task. For probes and diagnoses."""
+        out, k = [], 0
+        while len(out) < n:
+            scene = self.scene(k)[0]
+            if len(scene) == 1 and (keep is None or keep(scene[0])):
+                out.append((k, scene[0]))
+            k += 1
+        return out
 
     def texts(self, n_scenes: int = TOKENIZER_SCENES) -> list[str]:
         """Captions, questions and answers of the first `n_scenes` scenes (to train a tokenizer)."""
