@@ -40,7 +40,7 @@ from vision_lm.caption_generate import generate, prompt_ids, special_ids
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
 from vision_lm.paligemma_config import PaliGemmaConfig
-from vision_lm.text_batch import CAPTION_PREFIX, TASKS
+from vision_lm.text_batch import CAPTION_PREFIX, TASKS, drop_suffix_words
 
 CAPTION, VQA = TASKS.index("caption"), TASKS.index("vqa")
 
@@ -211,22 +211,12 @@ class CaptionerModule(System):
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
         ids = batch["input_ids"]
-        seen = self._drop_words(ids, batch["loss_mask"]) if self.hparams.get("word_dropout") else ids
+        rate = self.hparams.get("word_dropout")
+        seen = drop_suffix_words(ids, batch["loss_mask"], self.data.tokenizer, rate) if rate else ids
         logits = self.model(batch["pixel_values"], seen, batch["prefix_len"])
         loss = suffix_loss(logits, ids, batch["loss_mask"])  # scored on the true ids
         self.log("train/loss", loss, prog_bar=True)
         return loss
-
-    def _drop_words(self, ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-        """`word_dropout`: ids (B, T) with a fraction of the suffix replaced by random non-special ids."""
-        tok = self.data.tokenizer
-        special = torch.tensor(special_ids(tok) + [tok.eos_id], device=ids.device)
-        allowed = torch.arange(tok.vocab_size, device=ids.device)
-        allowed = allowed[~torch.isin(allowed, special)]
-        drop = loss_mask & (torch.rand(ids.shape, device=ids.device) < self.hparams.word_dropout)
-        drop &= ~torch.isin(ids, special)  # <|eos|> stays
-        random_ids = allowed[torch.randint(len(allowed), ids.shape, device=ids.device)]
-        return torch.where(drop, random_ids, ids)
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, batch, batch_idx):

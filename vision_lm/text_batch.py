@@ -103,3 +103,16 @@ class TextEncoder:
             "prefix_len": torch.tensor([r[1] for r in rows], dtype=torch.long),
             "loss_mask": torch.tensor([r[2] for r in rows], dtype=torch.bool),
         }
+
+
+def drop_suffix_words(
+    ids: torch.Tensor, loss_mask: torch.Tensor, tok: Tokenizer, rate: float
+) -> torch.Tensor:
+    """The captioner's `word_dropout`: ids (B, T) with about `rate` of the suffix's non-special ids
+    (loss_mask True) replaced by random non-special ids of the vocabulary; <|eos|> and the prefix stay."""
+    special = torch.tensor(sorted(tok.special_tokens.values()), device=ids.device)
+    allowed = torch.arange(tok.vocab_size, device=ids.device)
+    allowed = allowed[~torch.isin(allowed, special)]
+    drop = loss_mask & (torch.rand(ids.shape, device=ids.device) < rate) & ~torch.isin(ids, special)
+    random_ids = allowed[torch.randint(len(allowed), ids.shape, device=ids.device)]
+    return torch.where(drop, random_ids, ids)

@@ -8,6 +8,7 @@ import torch
 
 from shared.errors import UserError
 from vision_lm.caption_generate import special_ids
+from vision_lm.text_batch import drop_suffix_words
 
 
 @pytest.fixture()
@@ -29,7 +30,7 @@ def test_only_suffix_words_are_replaced_and_by_text_tokens(system):
     module, dm, batch = system
     torch.manual_seed(0)
     ids, mask = batch["input_ids"], batch["loss_mask"]
-    seen = module._drop_words(ids, mask)
+    seen = drop_suffix_words(ids, mask, dm.tokenizer, module.hparams.word_dropout)
     changed = seen != ids
     assert changed.any() and not (changed & ~mask).any()  # prompt, image markers and padding untouched
     tok = dm.tokenizer
