@@ -134,7 +134,9 @@ def train_rows(cfg, args) -> list[list]:
                 return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
             runs = {
-                "ours": train_step_fn(ours, lambda ours=ours: ours(x, y).loss, args.steps, x.numel(), bf16),
+                "ours": train_step_fn(
+                    ours, lambda ours=ours: ours(x, y, logits=False).loss, args.steps, x.numel(), bf16
+                ),
                 "litgpt": train_step_fn(lit, lit_loss, args.steps, x.numel(), bf16),
             }
             for fn in runs.values():

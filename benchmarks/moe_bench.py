@@ -46,8 +46,8 @@ def model_rows(args, x) -> list[list]:
         hf = hf_twin(moe).train()
         n = x.numel()
         runs = {
-            "dense": train_step_fn(dense, lambda m=dense: m(x, x).loss, args.steps, n, bf16),
-            "moe": train_step_fn(moe, lambda m=moe: m(x, x).loss, args.steps, n, bf16),
+            "dense": train_step_fn(dense, lambda m=dense: m(x, x, logits=False).loss, args.steps, n, bf16),
+            "moe": train_step_fn(moe, lambda m=moe: m(x, x, logits=False).loss, args.steps, n, bf16),
             "hf": train_step_fn(hf, lambda m=hf: m(x, labels=x).loss, args.steps, n, bf16),
         }
         for fn in runs.values():

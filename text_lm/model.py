@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared.errors import UserError
+from shared.nn import linear_cross_entropy as fused_ce
 from shared.nn.kv_cache import KVCache
 from shared.nn.masks import document_causal_mask, segment_positions
 from shared.nn.transformer import Transformer
@@ -42,8 +43,8 @@ class LMCaches(list):
 
 @dataclass
 class LMOutput:
-    logits: torch.Tensor
-    """(B, T, V)"""
+    logits: torch.Tensor | None
+    """(B, T, V); None from a training step called with `logits=False` (the fused head and loss)."""
     loss: torch.Tensor | None = None
     """Mean next-token cross-entropy over targets != -100 (without the MoE terms)."""
     aux_loss: torch.Tensor | None = None
@@ -82,11 +83,15 @@ class Llama(nn.Module):
         kv_caches: list[KVCache] | None = None,
         start_pos: int = 0,
         segments: torch.Tensor | None = None,
+        logits: bool = True,
     ) -> LMOutput:
         """idx (B, T) token ids at positions start_pos.. -> logits (B, T, V) and, with targets (B, T), the loss.
 
         segments: (B, T) document ids of packed examples (`text_lm/instruct.py`): attention stays
         inside each document and positions restart at 0 in each (`shared/nn/masks.py`).
+        logits=False (a training step that needs only the loss): with targets, in an eager step with
+        gradients, the head and the loss run fused over row chunks and LMOutput.logits is None
+        (`shared/nn/linear_cross_entropy.py`); otherwise it changes nothing.
         """
         T = idx.shape[1]
         mask = positions = None
@@ -108,14 +113,18 @@ class Llama(nn.Module):
             )
             x = x + self.pos_embed(pos)
         out = self.stack(self.drop(x), mask, kv_caches=kv_caches, start_pos=start_pos, positions=positions)
-        logits = self.lm_head(out.hidden)  # (B, T, V)
         cap = self.config.logit_softcap
+        if not logits and targets is not None and fused_ce.wanted(out.hidden, self.lm_head.weight):
+            h = out.hidden.flatten(0, 1)  # (B T, D)
+            loss = fused_ce.linear_cross_entropy(h, self.lm_head.weight, targets.flatten(), cap)
+            return LMOutput(None, loss, out.aux_loss, out.z_loss, out.expert_load)
+        z = self.lm_head(out.hidden)  # (B, T, V)
         if cap is not None:
-            logits = cap * torch.tanh(logits / cap)
+            z = cap * torch.tanh(z / cap)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
-        return LMOutput(logits, loss, out.aux_loss, out.z_loss, out.expert_load)
+            loss = F.cross_entropy(z.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        return LMOutput(z, loss, out.aux_loss, out.z_loss, out.expert_load)
 
     def _bigram_ids(self, idx, kv_caches, start_pos: int, segments) -> torch.Tensor:
         """idx (B, T) -> rows of the bigram table (B, T): hash(previous token, token) mod rows."""

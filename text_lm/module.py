@@ -124,7 +124,7 @@ class LanguageModelModule(System):
 
     def training_step(self, batch, batch_idx):
         x, y, *seg = batch  # (B, T) each; packed instruction data adds segments (text_lm/instruct.py)
-        out = self.model(x, y, segments=seg[0] if seg else None)
+        out = self.model(x, y, segments=seg[0] if seg else None, logits=False)  # fused head + loss
         loss = out.loss
         self.log("train/loss", out.loss, prog_bar=True)
         if out.aux_loss is not None:
