@@ -114,7 +114,13 @@ class Llama(nn.Module):
             x = x + self.pos_embed(pos)
         out = self.stack(self.drop(x), mask, kv_caches=kv_caches, start_pos=start_pos, positions=positions)
         cap = self.config.logit_softcap
-        if not logits and targets is not None and fused_ce.wanted(out.hidden, self.lm_head.weight):
+        fusable = type(self.lm_head) is nn.Linear  # not an adapter-wrapped head (LoRALinear)
+        if (
+            not logits
+            and targets is not None
+            and fusable
+            and fused_ce.wanted(out.hidden, self.lm_head.weight)
+        ):
             h = out.hidden.flatten(0, 1)  # (B T, D)
             loss = fused_ce.linear_cross_entropy(h, self.lm_head.weight, targets.flatten(), cap)
             return LMOutput(None, loss, out.aux_loss, out.z_loss, out.expert_load)

@@ -16,8 +16,9 @@ CPU training step.
 
 The gradients are computed in the forward (they need the chunk's logits, which are not kept) and
 scaled by the incoming gradient in the backward; so this is for training steps only: `wanted` says
-when it applies (gradients on, eager mode: under torch.compile the compiler fuses the plain path
-itself). Under autocast the matmuls run in the autocast dtype and the softmax in fp32, as
+when it applies (gradients on). Under torch.compile it runs eagerly, a graph break at the end of the
+model (`torch.compiler.disable`): the compiled plain path still writes the (N, V) logits and their
+gradient, and measured 3% slower on llama-tiny's CPU step (BENCHMARKS.md, issue 12). Under autocast the matmuls run in the autocast dtype and the softmax in fp32, as
 `F.cross_entropy(logits.float())` on autocast logits does; dW is accumulated in fp32.
 """
 
@@ -31,14 +32,11 @@ CHUNK_ROWS = 512
 
 
 def wanted(h: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the fused path applies: a training step in eager mode (module docstring)."""
-    return (
-        torch.is_grad_enabled()
-        and (h.requires_grad or weight.requires_grad)
-        and not torch.compiler.is_compiling()
-    )
+    """Whether the fused path applies: a training step (module docstring)."""
+    return torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
 
 
+@torch.compiler.disable  # runs eagerly inside a compiled model (module docstring)
 def linear_cross_entropy(
     h: torch.Tensor,
     weight: torch.Tensor,
@@ -72,7 +70,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(device, enabled=False):
             hm, wm = h.to(dtype), weight.to(dtype)
             grad_h = torch.empty(h.shape, dtype=dtype, device=h.device)
-            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device)
+            want_w = ctx.needs_input_grad[1]  # a frozen head (LoRA fine-tuning) skips the dW matmuls
+            grad_w = torch.zeros(weight.shape if want_w else (0,), dtype=torch.float32, device=h.device)
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
             for i in range(0, h.shape[0], chunk_rows):
                 j = min(i + chunk_rows, h.shape[0])
@@ -94,7 +93,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     dz.mul_(tanh.square_().neg_().add_(1))
                 dzm = dz.to(dtype)
                 torch.mm(dzm, wm, out=grad_h[i:j])
-                if dtype == torch.float32:
+                if not want_w:
+                    pass
+                elif dtype == torch.float32:
                     grad_w.addmm_(dzm.T, hm[i:j])
                 else:
                     grad_w += (dzm.T @ hm[i:j]).float()

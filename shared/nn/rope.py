@@ -8,6 +8,10 @@ Layout: the "half-split" (`rotate_half`) layout of Hugging Face Llama, so weight
 without permuting. cos/sin tables are precomputed and grow on demand, so decoding past
 the training context never indexes out of range.
 
+In a training step `apply_rope` runs as `_RopeFn`, a hand-written backward (the rotation's transpose,
+dx = g cos - rotate_half(g) sin) in three passes over x instead of autograd's chain through chunk, neg,
+cat, two products and a sum (shared/nn/fused.py; BENCHMARKS.md, issue 12).
+
 Pitfall (ARCHITECTURE.md, section 7): tables grown under `torch.inference_mode()` (generation,
 including the samples a validation step decodes) are inference tensors, which autograd refuses
 to save for backward ("Inference tensors cannot be saved for backward"); the first training
@@ -21,6 +25,8 @@ import math
 
 import torch
 from torch import nn
+
+from shared.nn.fused import eager_training
 
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
@@ -85,4 +91,31 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (B, H, T, Dh) by the angles whose cos/sin broadcast to it."""
+    if eager_training(x):
+        return _RopeFn.apply(x, cos, sin)
     return (x * cos + rotate_half(x) * sin).type_as(x)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
+    """x cos + sign * rotate_half(x) sin, in three passes (sin's two halves are equal, the half-split
+    layout): out = x cos; out_1 -= sign x_2 sin_1; out_2 += sign x_1 sin_2."""
+    h = x.shape[-1] // 2
+    out = x * cos
+    out[..., :h].addcmul_(x[..., h:], sin[..., :h], value=-sign)
+    out[..., h:].addcmul_(x[..., :h], sin[..., h:], value=sign)
+    return out.to(x.dtype)
+
+
+class _RopeFn(torch.autograd.Function):
+    """apply_rope with the rotation's transpose as its backward (module docstring); cos/sin get no
+    gradient (tables)."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin, 1.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        cos, sin = ctx.saved_tensors
+        return _rotate(g, cos, sin, -1.0), None, None

@@ -90,3 +90,20 @@ def test_moe_gather_dispatch_matches_scatter_dispatch(top_k):
     torch.testing.assert_close(y, y0, **tol)
     for a, b in zip(g, g0, strict=True):
         torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_backward_is_autograds(dtype):
+    from shared.nn.rope import RotaryEmbedding, apply_rope, rotate_half
+
+    cos, sin = RotaryEmbedding(16, 32)(3, 10)  # (T, Dh), an offset start
+    x = torch.randn(2, 10, 4, 16, dtype=dtype).transpose(1, 2).requires_grad_()  # (B, H, T, Dh), strided
+
+    def reference():
+        return (x * cos + rotate_half(x) * sin).type_as(x)
+
+    y, (dx,) = grads(lambda: apply_rope(x, cos, sin), x)
+    y0, (dx0,) = grads(reference, x)
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(y, y0, rtol=tol, atol=tol)
+    torch.testing.assert_close(dx, dx0, rtol=tol, atol=tol)

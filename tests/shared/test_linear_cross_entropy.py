@@ -75,4 +75,17 @@ def test_only_for_eager_training_steps():
     assert wanted(h, w)
     with torch.no_grad():
         assert not wanted(h, w)  # evaluation: the plain path, which keeps the logits
-    assert not wanted(h.detach(), w)
+    assert not wanted(h.detach(), w)  # nothing to train
+
+
+def test_frozen_head_gets_no_gradient_and_h_the_right_one():
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(20, 8, generator=g, requires_grad=True)
+    w = torch.randn(11, 8, generator=g)  # frozen
+    t = torch.randint(0, 11, (20,), generator=g)
+    linear_cross_entropy(h, w, t, chunk_rows=6).backward()
+    got = h.grad.clone()
+    h.grad = None
+    reference(h, w, t).backward()
+    torch.testing.assert_close(got, h.grad, rtol=1e-5, atol=1e-6)
+    assert w.grad is None
