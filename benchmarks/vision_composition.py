@@ -32,6 +32,7 @@ OPTIONS = {
     "max pooling": ["--model.init_args.config.vision.pooling", "max"],  # vision.pooling
     # the training-only colours that fill the hue circle (shapes_style.EXTRA_COLORS)
     "extra colours": ["--data.stream_diversity", "{extra_colors: true}"],
+    "text mean pooling": ["--model.init_args.config.text.pooling", "mean"],  # text.pooling
 }
 """A variant is options joined by ", " (e.g. "extra colours, factored stem, max pooling"): their flags together."""
 

@@ -158,9 +158,16 @@ class TextTowerConfig:
     """MLP hidden size (None: 4 * dim)."""
     norm_eps: float = 1e-6
     """LayerNorm epsilon."""
+    pooling: Literal["last", "mean"] = "last"
+    """`last`: the hidden state at position max_len - 1 (Hugging Face's SiglipTextModel); `mean`: the mean over
+    all max_len positions, which keeps each word's own state in the sum, so a caption's vector is nearer the
+    sum of its words' (a held-out "green triangle" composes from "green" and "triangle" seen apart;
+    BENCHMARKS.md, issue 13). Not exportable to Hugging Face."""
 
     def __post_init__(self):
         check_positive("text.", self, ("vocab_size", "max_len"))
+        if self.pooling not in ("last", "mean"):
+            raise UserError(f"text.pooling must be 'last' or 'mean', got {self.pooling!r}")
         self.hidden_dim = self.transformer().hidden_dim  # validates the stack; stores 4 * dim for None
 
     def transformer(self) -> TransformerConfig:
@@ -204,6 +211,10 @@ class SigLIPConfig(ModelConfig):
         for name in ("init_t", "init_b"):
             if not math.isfinite(getattr(self, name)):
                 raise UserError(f"{name} must be a finite number, got {getattr(self, name)}")
+
+    def hf_unsupported(self) -> list[str]:
+        """The options Hugging Face's SigLIP cannot represent, by field name (exports refuse them)."""
+        return self.vision.hf_unsupported() + ["text.pooling"] * (self.text.pooling != "last")
 
     @property
     def has_image_projection(self) -> bool:

@@ -51,4 +51,6 @@ class TextTower(nn.Module):
             raise UserError(f"text of {T} tokens is longer than text.max_len={self.config.max_len}")
         x = self.token_embed(ids) + self.pos_embed[:T]  # (B, T, D)
         h = self.stack(x).hidden  # (B, T, D), after the final LayerNorm
+        if self.config.pooling == "mean":
+            return self.head(h.mean(dim=1))  # (B, E): every position (config.TextTowerConfig.pooling)
         return self.head(h[:, -1])  # (B, E): the last position, as HF

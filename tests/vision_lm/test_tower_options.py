@@ -87,3 +87,27 @@ def test_max_pooling_takes_each_feature_where_it_is_strongest():
     assert model.config.vision.hf_unsupported() == ["vision.stem", "vision.pooling"]
     with pytest.raises(UserError, match="vision.pooling"):
         VisionConfig(pooling="mean")
+
+
+def test_text_mean_pooling_averages_every_position_and_export_refuses_it(tmp_path, capsys):
+    from vision_lm.config import TextTowerConfig
+    from vision_lm.text_tower import TextTower
+
+    torch.manual_seed(0)
+    text = TextTowerConfig(vocab_size=50, max_len=6, dim=32, n_layers=1, n_heads=2, pooling="mean")
+    tower = TextTower(text, embed_dim=32)
+    ids = torch.randint(0, 50, (3, 6))
+    hidden = tower.stack(tower.token_embed(ids) + tower.pos_embed).hidden  # (B, T, D)
+    torch.testing.assert_close(tower(ids), tower.head(hidden.mean(1)))
+    with pytest.raises(UserError, match="text.pooling"):
+        TextTowerConfig(pooling="cls")
+    model = SigLIP(SigLIPConfig(vision=VisionConfig(**{**SMALL, "stem": "patch"}), text=text))
+    assert model.config.hf_unsupported() == ["text.pooling"]
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save(
+        {"state_dict": state, "hyper_parameters": {"config": model.config.to_dict()}}, tmp_path / "s.ckpt"
+    )
+    with pytest.raises(SystemExit):
+        vision_lm(["export-hf", "--checkpoint", str(tmp_path / "s.ckpt"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "text.pooling" in err[0] and not (tmp_path / "out").exists()
