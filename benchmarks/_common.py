@@ -36,9 +36,15 @@ def use_cpu_time() -> None:
 
 
 def add_clock_args(p) -> None:
-    """`--threads N` and `--cpu-time`, the timing options every speed benchmark takes."""
+    """`--threads N`, `--cpu-time` and `--keep-freed-memory`, the options every speed benchmark takes."""
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.add_argument("--cpu-time", action="store_true", help="time by CPU time, one thread (a loaded machine)")
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed blocks, as the text-lm/vision-lm commands set (shared/train/allocator.py); "
+        "for every model in the process",
+    )
 
 
 def apply_clock_args(args) -> None:
@@ -47,6 +53,10 @@ def apply_clock_args(args) -> None:
         torch.set_num_threads(args.threads)
     if args.cpu_time:
         use_cpu_time()
+    if args.keep_freed_memory:
+        from shared.train.allocator import keep_freed_memory
+
+        print(f"keep_freed_memory: {keep_freed_memory()}")
 
 
 def sync(device: str) -> None:

@@ -5,6 +5,7 @@ It fixes the known pitfalls once:
   moves logs and checkpoints together and configs never hard-code a `save_dir`;
 - ModelCheckpoint (last + best by `val/loss`), LearningRateMonitor, Throughput, NonFiniteGuard
   and Budget always present and configurable (`--checkpoint.*`, `--nonfinite.*`, `--budget.*`);
+- glibc keeps freed memory (shared/train/allocator.py): a step's buffers are not faulted in afresh;
 - `trainer.precision: auto` (shared/train/precision.py): bf16-mixed where bf16 matmuls measure
   faster, else fp32, printed at start;
 - `trainer.max_time` handed to Budget (`shared/train/budget.py`) instead of Lightning's Timer: it
@@ -27,6 +28,7 @@ import warnings
 from pathlib import Path
 
 from shared.errors import UserError
+from shared.train.allocator import keep_freed_memory
 from shared.train.precision import trainer_class
 from shared.train.quiet import quiet
 
@@ -43,6 +45,7 @@ def run_cli(
     """subclass_mode_model=True: the YAML picks the system (`model: class_path: ...`) among subclasses
     of `module_cls` (the vision track: SigLIP or the captioner)."""
     quiet()
+    keep_freed_memory()  # no page faults for the buffers every step makes again (shared/train/allocator.py)
     from jsonargparse import ArgumentError
 
     new_run_dirs: list[Path] = []  # run folders this command creates: removed again if it fails early
@@ -87,6 +90,7 @@ def resolve_config(
     Nothing is instantiated: no model, no Trainer, no run folder. A bad flag or value is a one-line
     UserError (jsonargparse's message)."""
     quiet()
+    keep_freed_memory()  # no page faults for the buffers every step makes again (shared/train/allocator.py)
     from jsonargparse import ArgumentError
 
     class Resolve(_cli_class(prog, [])):
