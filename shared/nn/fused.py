@@ -14,9 +14,10 @@ writer, which split the fused tensor into HF's separate ones (and join them back
 `fuse_on_load` keeps older checkpoints loading: their separate `q_proj/k_proj/v_proj` (or
 `gate_proj/up_proj`) tensors are concatenated into the fused one before loading.
 
-The same idea on the backward side: RMSNorm and SwiGLU have hand-written backward passes
+The same idea on the backward side: RMSNorm, SwiGLU and RoPE have hand-written backward passes
 (`torch.autograd.Function`s in their modules) that take fewer passes over memory than autograd's
-chain of small nodes; `eager_training` says when they are used.
+chain of small nodes; `eager_training` says when they are used. The output head and the loss are
+fused too, over row chunks (`shared/nn/linear_cross_entropy.py`).
 """
 
 from __future__ import annotations
