@@ -26,8 +26,10 @@ OPTIONS = {
     "hard negatives": ["--model.init_args.hard_negatives", "true"],
     # every hard negative a shape change: in a batch, colours alone tell the captions apart, shape rarely matters
     "shape negatives": [
-        "--model.init_args.hard_negatives", "true",
-        "--model.init_args.hard_negative_groups", "{shape: [circle, diamond, square, triangle]}",
+        "--model.init_args.hard_negatives",
+        "true",
+        "--model.init_args.hard_negative_groups",
+        "{shape: [circle, diamond, square, triangle]}",
     ],
     "shape stem": ["--model.init_args.config.vision.shape_stem", "true"],
     # vision.stem (BENCHMARKS.md issue 13): the linear patchifier, convolutions, or colour and outline apart
