@@ -38,8 +38,7 @@ def main(argv: list[str] | None = None) -> None:
 
         loaded = siglip_from_checkpoint(args.checkpoint, ckpt)
     merge_lora(loaded.model)  # a LoRA checkpoint exports merged (a no-op without adapters)
-    c = loaded.model.config
-    unsupported = c.hf_unsupported() if hasattr(c, "text") else c.vision.hf_unsupported()
+    unsupported = loaded.model.config.hf_unsupported()
     if unsupported:  # refused before anything is written
         raise UserError(
             f"{args.checkpoint}: {', '.join(unsupported)} has no Hugging Face equivalent, so this model "

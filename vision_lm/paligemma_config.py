@@ -125,6 +125,10 @@ class PaliGemmaConfig(ModelConfig):
         if self.vision.pooling != "none":  # a VisionConfig built with its SigLIP default ("map")
             self.vision = dataclasses.replace(self.vision, pooling="none")
 
+    def hf_unsupported(self) -> list[str]:
+        """The options Hugging Face's PaliGemma cannot represent, by field name (exports refuse them)."""
+        return self.vision.hf_unsupported()
+
     @property
     def n_image_tokens(self) -> int:
         return self.vision.n_patches

@@ -18,14 +18,14 @@ The gradients are computed in the forward (they need the chunk's logits, which a
 scaled by the incoming gradient in the backward; so this is for training steps only: `wanted` says
 when it applies (gradients on). Under torch.compile it runs eagerly, a graph break at the end of the
 model (`torch.compiler.disable`): the compiled plain path still writes the (N, V) logits and their
-gradient, and measured 3% slower on llama-tiny's CPU step (BENCHMARKS.md, issue 12). Under autocast the matmuls run in the autocast dtype and the softmax in fp32, as
-`F.cross_entropy(logits.float())` on autocast logits does; dW is accumulated in fp32.
+gradient, and measured 3% slower on llama-tiny's CPU step (BENCHMARKS.md, issue 12). Under autocast
+the matmuls run in the autocast dtype and the softmax in fp32, as `F.cross_entropy(logits.float())`
+on autocast logits does; dW is accumulated in fp32. The tests compare it with logits + F.cross_entropy.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 CHUNK_ROWS = 512
 """Rows per chunk: 512 x V fp32 logits stay in a CPU's L2/L3; measured best of 128-2048 (issue 12)."""
@@ -48,14 +48,6 @@ def linear_cross_entropy(
     """h (N, D), weight (V, D), targets (N,) -> the mean cross-entropy of h W^T (soft-capped if
     `softcap`) over rows whose target is not `ignore_index`; 0 when every row is ignored."""
     return _LinearCrossEntropy.apply(h, weight, targets, softcap, ignore_index, chunk_rows)
-
-
-def reference(h, weight, targets, softcap=None, ignore_index=-100) -> torch.Tensor:
-    """The same loss the plain way (logits, then `F.cross_entropy`): the tests' reference."""
-    z = (h @ weight.T).float()
-    if softcap is not None:
-        z = softcap * torch.tanh(z / softcap)
-    return F.cross_entropy(z, targets, ignore_index=ignore_index)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -93,11 +85,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     dz.mul_(tanh.square_().neg_().add_(1))
                 dzm = dz.to(dtype)
                 torch.mm(dzm, wm, out=grad_h[i:j])
-                if not want_w:
-                    pass
-                elif dtype == torch.float32:
+                if want_w and dtype == torch.float32:
                     grad_w.addmm_(dzm.T, hm[i:j])
-                else:
+                elif want_w:  # autocast: the product in its dtype, accumulated in fp32
                     grad_w += (dzm.T @ hm[i:j]).float()
         ctx.save_for_backward(grad_h, grad_w)
         ctx.dtypes = (h.dtype, weight.dtype)

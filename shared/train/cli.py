@@ -90,7 +90,6 @@ def resolve_config(
     Nothing is instantiated: no model, no Trainer, no run folder. A bad flag or value is a one-line
     UserError (jsonargparse's message)."""
     quiet()
-    keep_freed_memory()  # no page faults for the buffers every step makes again (shared/train/allocator.py)
     from jsonargparse import ArgumentError
 
     class Resolve(_cli_class(prog, [])):
