@@ -5,8 +5,10 @@ Prints the generated text alone, one line per image. The prompt is that of train
 (`--question Q` is a shorthand). Several images are decoded together as one batch; give
 one `--prompt` for all of them or one per image.
 
-`--rerank SIGLIP_CKPT` proposes `--n-best` candidates per image (the greedy caption and samples)
-and prints the one a trained SigLIP scores highest (`vision_lm/caption_rerank.py`).
+`--rerank SIGLIP_CKPT` lets a trained SigLIP choose among candidate captions
+(`vision_lm/caption_rerank.py`): by default the greedy caption's single-token substitutions from the
+captioner's own top choices, searched a token at a time (`--candidates substitutions`); or
+`--candidates samples`: the greedy caption and `--n-best` - 1 samples.
 """
 
 from __future__ import annotations
@@ -40,14 +42,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rerank",
         metavar="SIGLIP_CKPT",
-        help="a SigLIP checkpoint: print, of --n-best candidate captions, the one it scores highest",
+        help="a SigLIP checkpoint: print, of the --candidates captions, the one it scores highest",
+    )
+    p.add_argument(
+        "--candidates",
+        choices=("substitutions", "samples"),
+        default=None,
+        help="for --rerank: 'substitutions' (default): the greedy caption, changed a token at a time "
+        "among the captioner's top choices for that slot; 'samples': the greedy caption and samples",
     )
     p.add_argument(
         "--n-best",
         type=int,
         default=None,
-        help="candidates per image for --rerank: the greedy caption plus samples at --temperature "
-        "(1.0 when it is 0); default 8",
+        help="candidates per image for --candidates samples: the greedy caption plus samples at "
+        "--temperature (1.0 when it is 0); default 8",
     )
     add_sampling_args(p, temperature=0.0)
     return p
@@ -72,9 +81,13 @@ def check(args) -> None:
     if args.max_new_tokens <= 0:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
     check_sampling_args(args)
-    if args.n_best is not None and not args.rerank:
-        raise UserError("--n-best needs --rerank SIGLIP_CKPT to choose among the candidates")
+    if (args.n_best is not None or args.candidates) and not args.rerank:
+        flag = "--n-best" if args.n_best is not None else "--candidates"
+        raise UserError(f"{flag} needs --rerank SIGLIP_CKPT to choose among the candidates")
     if args.rerank:
+        args.candidates = args.candidates or ("samples" if args.n_best is not None else "substitutions")
+        if args.n_best is not None and args.candidates != "samples":
+            raise UserError("--n-best counts samples: it goes with --candidates samples")
         args.n_best = 8 if args.n_best is None else args.n_best
         if args.n_best < 1:
             raise UserError(f"--n-best must be >= 1, got {args.n_best}")
@@ -124,16 +137,24 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def reranked(args, loaded, pixels, prompts, sampling, device) -> list[str]:
-    """--n-best candidates per image, the best by the --rerank SigLIP's logit."""
+    """The best of the --candidates captions of each image by the --rerank SigLIP's logit."""
     import torch
 
-    from vision_lm.caption_rerank import n_best, siglip_rerank
+    from vision_lm.caption_generate import caption_images
+    from vision_lm.caption_rerank import n_best, siglip_rerank, substitution_search
     from vision_lm.checkpoint import siglip_from_checkpoint
     from vision_lm.records import load_image_file
 
     siglip = siglip_from_checkpoint(args.rerank)
     if siglip.tokenizer is None:
         raise UserError(f"{args.rerank}: no tokenizer stored in the checkpoint")
+    size = siglip.model.config.vision.image_size
+    siglip_pixels = torch.cat([load_image_file(f, size) for f in args.image]).to(device)
+    if args.candidates == "substitutions":
+        greedy = caption_images(loaded.model, loaded.tokenizer, pixels, prompts, args.max_new_tokens)
+        return substitution_search(
+            loaded.model, loaded.tokenizer, siglip.model.to(device), siglip.tokenizer, pixels, siglip_pixels, greedy
+        )  # fmt: skip
     temperature = args.temperature or 1.0
     candidates = n_best(
         loaded.model,
@@ -145,8 +166,6 @@ def reranked(args, loaded, pixels, prompts, sampling, device) -> list[str]:
         max_new_tokens=args.max_new_tokens,
         **sampling,
     )
-    size = siglip.model.config.vision.image_size
-    siglip_pixels = torch.cat([load_image_file(f, size) for f in args.image]).to(device)
     return siglip_rerank(siglip.model.to(device), siglip.tokenizer, siglip_pixels, candidates)
 
 

@@ -69,3 +69,87 @@ def siglip_rerank(siglip, tokenizer, pixels: torch.Tensor, candidates: list[list
         logits = siglip.logits(img[b : b + 1], siglip.encode_text(ids))[0]  # (N,)
         best.append(texts[int(logits.argmax())])
     return best
+
+
+@torch.no_grad()
+def substitution_search(
+    model,
+    tok,
+    siglip,
+    siglip_tok,
+    pixels: torch.Tensor,
+    siglip_pixels: torch.Tensor,
+    captions: list[str],
+    top_k: int = 4,
+    sweeps: int = 3,
+    form_weight: float = 1.0,
+) -> list[str]:
+    """Greedy captions improved one token at a time, the content chosen by SigLIP, the form by the captioner.
+
+    pixels (B, 3, H, W) for the captioner, siglip_pixels (B, 3, S, S) for SigLIP, B captions (the
+    greedy ones). Each sweep reads the captioner's own top_k alternatives at every position of the
+    current caption (one teacher-forced pass), scores every single-token substitution, and keeps the
+    best if it beats the current caption:
+
+        score(c') = exp(t) * <u(image), v(c')> + b  +  form_weight * sum_{j > i} [log p(c'_j | image, c'_<j)
+                                                                      - log p(c_j | image, c_<j)]
+
+    where i is the substituted position. The second term is the captioner's likelihood of what
+    follows the change, against that of the current caption (its grammar: "a small green triangle left of" reads on, "blue large green"
+    does not); the substituted token's own probability is left out, since that is where the
+    captioner's language prior ("green" never preceded "triangle" in training) outvotes the image.
+    """
+    from vision_lm.caption_generate import special_ids
+    from vision_lm.text_batch import CAPTION_PREFIX
+
+    encoder = TextEncoder(tok, model.config.decoder.max_len)
+    sig_encoder = TextEncoder(siglip_tok, siglip.config.text.max_len)
+    image_tokens = model.encode_image(pixels)  # (B, N, D)
+    sig_img = siglip.encode_image(siglip_pixels)  # (B, E)
+    banned = torch.tensor(special_ids(tok) + list(range(tok.vocab_size, model.config.decoder.vocab_size)))
+
+    def suffix_logprobs(rows: list[int], texts: list[str]) -> torch.Tensor:
+        """Teacher-forced log p of every suffix token (caption and <|eos|>): (len(texts), T), 0 elsewhere."""
+        batch = encoder.prefix_suffix_batch([CAPTION_PREFIX] * len(texts), texts)
+        logits = model(pixels[rows], batch["input_ids"], batch["prefix_len"], image_tokens=image_tokens[rows])
+        logp = logits.float().index_fill(-1, banned, float("-inf")).log_softmax(-1)  # (n, T, V)
+        ids = batch["input_ids"]
+        out = torch.zeros(ids.shape)
+        out[:, 1:] = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]  # position t - 1 predicts id t
+        return out.where(batch["loss_mask"], 0.0), batch["prefix_len"], logp  # pads' -inf dropped
+
+    current = list(captions)
+    for _ in range(sweeps):
+        lp0, prefix_len, logp = suffix_logprobs(list(range(len(current))), current)
+        rows, cands, changed_at = [], [], []
+        for b, text in enumerate(current):
+            p, ids = int(prefix_len[b]), encoder.ids(text)
+            alts = logp[b, p - 1 : p - 1 + len(ids)].topk(top_k, dim=-1).indices.tolist()  # (L, k)
+            seen = {text}
+            rows.append(b), cands.append(text), changed_at.append(len(ids) + 1)  # nothing changed
+            for i, options in enumerate(alts):
+                for a in options:
+                    new = tok.decode(ids[:i] + [a] + ids[i + 1 :]).strip()
+                    if a != tok.eos_id and new not in seen:
+                        seen.add(new)
+                        rows.append(b), cands.append(new), changed_at.append(i)
+        form = torch.zeros(len(cands))
+        for s in range(0, len(cands), 512):
+            lp, pl, _ = suffix_logprobs(rows[s : s + 512], cands[s : s + 512])
+            pos = torch.arange(lp.shape[1])[None]  # suffix token j sits at column prefix_len + j
+            after = pos > (pl + torch.tensor(changed_at[s : s + 512]))[:, None]
+            form[s : s + 512] = (lp.where(after, 0.0) - lp0[rows[s : s + 512]].where(after, 0.0)).sum(1)
+        sig_txt = torch.cat([
+            siglip.encode_text(sig_encoder.captions(cands[s : s + 512])) for s in range(0, len(cands), 512)
+        ])  # fmt: skip
+        sig = (siglip.logit_scale.exp() * (sig_img[rows] * sig_txt).sum(-1) + siglip.logit_bias).float()
+        score = sig + form_weight * form
+        changed = False
+        for b in range(len(current)):
+            mine = [j for j, r in enumerate(rows) if r == b]
+            best = cands[max(mine, key=lambda j: float(score[j]))]
+            changed |= best != current[b]
+            current[b] = best
+        if not changed:
+            break
+    return current

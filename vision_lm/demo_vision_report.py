@@ -138,14 +138,15 @@ def colour_free_singles(data_dir: str, size: int, n: int = 1000):
     return labels, normalize(torch.stack(pixels))
 
 
-def captions_of(loaded, recs, pixels, rerank=None, n_best: int = 8, batch_size: int = 100) -> list[str]:
-    """Greedy captions of images (B, 3, S, S); with `rerank` = (SigLIP Loaded, its pixels), the best of
-    n_best candidates by SigLIP (`caption_rerank.py`), sampled from a fixed seed."""
+def captions_of(loaded, recs, pixels, rerank=None, n_best: int = 0, batch_size: int = 100) -> list[str]:
+    """Greedy captions of images (B, 3, S, S); with `rerank` = (SigLIP Loaded, its pixels), the best by
+    SigLIP (`caption_rerank.py`) of n_best candidates sampled from a fixed seed, or with n_best 0, of
+    the greedy captions' token substitutions."""
     import torch
 
     from vision_lm.caption_generate import caption_images
     from vision_lm.caption_rerank import n_best as propose
-    from vision_lm.caption_rerank import siglip_rerank
+    from vision_lm.caption_rerank import siglip_rerank, substitution_search
     from vision_lm.text_batch import CAPTION_PREFIX
 
     tok, n = loaded.tokenizer, loaded.model.config.decoder.max_len  # a suffix is never longer than max_len
@@ -156,10 +157,17 @@ def captions_of(loaded, recs, pixels, rerank=None, n_best: int = 8, batch_size: 
         prompts = [CAPTION_PREFIX] * len(px)
         if rerank is None:
             out += caption_images(loaded.model, tok, px, prompts, n)
-        else:
-            siglip, siglip_px = rerank
+            continue
+        siglip, siglip_px = rerank
+        siglip_px = siglip_px[start : start + batch_size]
+        if n_best:
             cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n)
-            out += siglip_rerank(siglip.model, siglip.tokenizer, siglip_px[start : start + batch_size], cands)
+            out += siglip_rerank(siglip.model, siglip.tokenizer, siglip_px, cands)
+        else:
+            greedy = caption_images(loaded.model, tok, px, prompts, n)
+            out += substitution_search(
+                loaded.model, tok, siglip.model, siglip.tokenizer, px, siglip_px, greedy
+            )
     return out
 
 
@@ -203,8 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--examples", type=int, default=8, help="generated test captions to show (default 8)")
     p.add_argument("--no-probes", action="store_true", help="skip the colour/shape linear probes")
     p.add_argument(
-        "--rerank", type=int, default=0, metavar="N", help="also score captions re-ranked by --siglip from N"
+        "--rerank",
+        choices=("substitutions", "samples"),
+        help="also score captions chosen by --siglip among the greedy caption's token substitutions, or "
+        "among --n-best samples (`vision-lm caption --rerank`)",
     )
+    p.add_argument("--n-best", type=int, default=8, help="candidates for --rerank samples (default 8)")
     args = p.parse_args(argv)
     if not args.siglip and not args.captioner:
         raise UserError("give --siglip, --captioner or both")
@@ -236,25 +248,29 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             recs, pixels, info = got
             pairs = list(info.get("val_held_out" if part == "val pair" else "held_out", []))
-            captions = captions_of(cap, recs, pixels)
+            captions = reranked = captions_of(cap, recs, pixels)
             scores[part] = {
                 **caption_scores(captions, recs, pairs),
                 "vqa_acc": vqa_accuracy(cap, recs, pixels),
             }
             if args.rerank:
                 siglip_px = load_part(args.data, part, siglip.model.config.vision.image_size)[1]
-                reranked = captions_of(cap, recs, pixels, (siglip, siglip_px), args.rerank)
+                n_best = args.n_best if args.rerank == "samples" else 0
+                reranked = captions_of(cap, recs, pixels, (siglip, siglip_px), n_best)
                 for k, v in caption_scores(reranked, recs, pairs).items():
                     scores[part][f"reranked {k}"] = v
             if part == "test":
-                examples = [(Path(str(r.image)).name, c, r.text) for r, c in zip(recs, captions)]
+                examples = [
+                    (Path(str(r.image)).name, c, rr, r.text) for r, c, rr in zip(recs, captions, reranked)
+                ]
         names = {"caption_exact": "caption exact-match", "bleu": "caption BLEU-4", "vqa_acc": "VQA accuracy",
                  "held_out_pair_recall": "held-out pair recall"}  # fmt: skip
         keys = list(names) + [
             f"reranked {k}" for k in ("caption_exact", "held_out_pair_recall") if args.rerank
         ]
         for key in keys:
-            label = names.get(key) or f"{names[key.split(' ', 1)[1]]}, SigLIP re-rank of {args.rerank}"
+            how = f"{args.n_best} samples" if args.rerank == "samples" else "substitutions"
+            label = names.get(key) or f"{names[key.split(' ', 1)[1]]}, SigLIP re-rank of {how}"
             rows.append((f"captioner {label}", {part: s.get(key) for part, s in scores.items()}))
         if not args.no_probes:
             probe_rows.append(
@@ -279,9 +295,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {name:{width}s} " + " ".join(f"  {fmt(by_part.get(p))}" for p in PARTS))
     if examples:
         print(f"\ngenerated vs true captions of held-out test images ({ckpt}):")
-        for name, pred, truth in examples[: args.examples]:
+        pad = " " * (len(examples[0][0]) + 5)
+        for name, pred, chosen, truth in examples[: args.examples]:
             mark = "ok " if pred == truth else "   "
-            print(f"  {mark}{name}  generated: {pred}\n     {' ' * len(name)}  true:      {truth}")
+            print(f"  {mark}{name}  generated: {pred}")
+            if args.rerank:
+                print(f"{pad}  re-ranked: {chosen}{'  (ok)' if chosen == truth else ''}")
+            print(f"{pad}  true:      {truth}")
         print(f"\ncaption your own image: .venv/bin/vision-lm caption --checkpoint {ckpt} --image FILE")
 
 

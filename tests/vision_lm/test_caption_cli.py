@@ -184,7 +184,8 @@ def test_caption_help_does_not_import_lightning():
 
 
 def test_caption_rerank_prints_the_candidate_siglip_scores_highest(run, shapes, tmp_path, capsys):
-    from vision_lm.caption_rerank import n_best, siglip_rerank
+    from vision_lm.caption_generate import caption_images
+    from vision_lm.caption_rerank import n_best, siglip_rerank, substitution_search
     from vision_lm.checkpoint import captioner_from_checkpoint, siglip_from_checkpoint
     from vision_lm.records import load_image_file
     from vision_lm.text_batch import TextEncoder
@@ -211,8 +212,21 @@ def test_caption_rerank_prints_the_candidate_siglip_scores_highest(run, shapes, 
         logits = sig.model(pixels.expand(len(candidates), -1, -1, -1), ids).logits_per_image[0]
     assert printed == candidates[int(logits.argmax())]
     assert siglip_rerank(sig.model, sig.tokenizer, pixels, [candidates]) == [printed]
+    # the default candidates: the greedy caption's substitutions
+    vision_lm(["caption", "--checkpoint", str(ckpt), "--image", image, "--rerank", str(tmp_path / "siglip.ckpt"),
+               "--max-new-tokens", "6"])  # fmt: skip
+    printed = capsys.readouterr().out.strip()
+    with torch.no_grad():
+        greedy = caption_images(cap.model, cap.tokenizer, pixels, ["caption en"], 6)
+        want = substitution_search(cap.model, cap.tokenizer, sig.model, sig.tokenizer, pixels, pixels, greedy)
+    assert [printed] == want
     for argv, culprit in (
         (["--n-best", "3"], "--n-best"),
+        (["--candidates", "samples"], "--candidates"),
+        (
+            ["--rerank", str(tmp_path / "siglip.ckpt"), "--candidates", "substitutions", "--n-best", "3"],
+            "--n-best",
+        ),
         (["--rerank", str(tmp_path / "siglip.ckpt"), "--question", "how many shapes are there?"], "--rerank"),
     ):
         with pytest.raises(SystemExit) as e:
