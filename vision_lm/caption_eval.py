@@ -1,0 +1,67 @@
+"""The captioner judged on records of a folder: its captions (greedy, or chosen by a SigLIP), their
+exact-match, BLEU-4 and held-out pair recall, and VQA accuracy. Used by `demo_vision_report`.
+
+Shapes: B images (3, S, S), normalised; a record has text, question and answer.
+"""
+
+from __future__ import annotations
+
+
+def captions_of(loaded, recs, pixels, rerank=None, n_best: int = 0, batch_size: int = 100) -> list[str]:
+    """Greedy captions of images (B, 3, S, S); with `rerank` = (SigLIP Loaded, its pixels), the best by
+    SigLIP (`caption_rerank.py`) of n_best candidates sampled from a fixed seed, or with n_best 0, of
+    the greedy captions' token substitutions."""
+    import torch
+
+    from vision_lm.caption_generate import caption_images
+    from vision_lm.caption_rerank import n_best as propose
+    from vision_lm.caption_rerank import siglip_rerank, substitution_search
+    from vision_lm.text_batch import CAPTION_PREFIX
+
+    tok, n = loaded.tokenizer, loaded.model.config.decoder.max_len  # a suffix is never longer than max_len
+    out: list[str] = []
+    generator = torch.Generator().manual_seed(0)
+    for start in range(0, len(recs), batch_size):
+        px = pixels[start : start + batch_size]
+        prompts = [CAPTION_PREFIX] * len(px)
+        if rerank is None:
+            out += caption_images(loaded.model, tok, px, prompts, n)
+            continue
+        siglip, siglip_px = rerank
+        siglip_px = siglip_px[start : start + batch_size]
+        if n_best:
+            cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n)
+            out += siglip_rerank(siglip.model, siglip.tokenizer, siglip_px, cands)
+        else:
+            greedy = caption_images(loaded.model, tok, px, prompts, n)
+            out += substitution_search(
+                loaded.model, tok, siglip.model, siglip.tokenizer, px, siglip_px, greedy
+            )
+    return out
+
+
+def caption_scores(captions: list[str], recs, pairs: list[str]) -> dict[str, float]:
+    from torchmetrics.functional.text import bleu_score
+
+    from vision_lm.evaluation import held_out_pair_recall
+
+    truths = [r.text for r in recs]
+    return {
+        "caption_exact": sum(p == t for p, t in zip(captions, truths)) / len(recs),
+        "bleu": float(bleu_score(captions, [[t] for t in truths], n_gram=4)),
+        "held_out_pair_recall": held_out_pair_recall(captions, truths, pairs),
+    }
+
+
+def vqa_accuracy(loaded, recs, pixels, batch_size: int = 100) -> float:
+    from vision_lm.caption_generate import caption_images
+    from vision_lm.text_batch import VQA_PREFIX
+
+    qa = [i for i, r in enumerate(recs) if r.question and r.answer]
+    hits, n = 0, loaded.model.config.decoder.max_len  # an answer is never cut
+    for start in range(0, len(qa), batch_size):
+        rows = qa[start : start + batch_size]
+        prompts = [VQA_PREFIX.format(question=recs[i].question) for i in rows]
+        answers = caption_images(loaded.model, loaded.tokenizer, pixels[rows], prompts, n)
+        hits += sum(a == recs[i].answer for a, i in zip(answers, rows))
+    return hits / max(1, len(qa))
