@@ -86,8 +86,12 @@ def check(args) -> None:
         raise UserError(f"{flag} needs --rerank SIGLIP_CKPT to choose among the candidates")
     if args.rerank:
         args.candidates = args.candidates or ("samples" if args.n_best is not None else "substitutions")
-        if args.n_best is not None and args.candidates != "samples":
-            raise UserError("--n-best counts samples: it goes with --candidates samples")
+        if args.candidates == "substitutions":
+            given = {"--n-best": args.n_best, "--temperature": args.temperature or None, "--top-k": args.top_k,
+                     "--top-p": args.top_p, "--seed": args.seed}  # fmt: skip
+            for flag, value in given.items():
+                if value is not None:
+                    raise UserError(f"{flag} is for sampling: it goes with --candidates samples")
         args.n_best = 8 if args.n_best is None else args.n_best
         if args.n_best < 1:
             raise UserError(f"--n-best must be >= 1, got {args.n_best}")

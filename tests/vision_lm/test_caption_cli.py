@@ -227,6 +227,7 @@ def test_caption_rerank_prints_the_candidate_siglip_scores_highest(run, shapes, 
             ["--rerank", str(tmp_path / "siglip.ckpt"), "--candidates", "substitutions", "--n-best", "3"],
             "--n-best",
         ),
+        (["--rerank", str(tmp_path / "siglip.ckpt"), "--temperature", "0.7"], "--temperature"),
         (["--rerank", str(tmp_path / "siglip.ckpt"), "--question", "how many shapes are there?"], "--rerank"),
     ):
         with pytest.raises(SystemExit) as e:
