@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from shared.nn.attention import Attention
 from text_lm.decode_layers import layer_specs, prepare_layer, rope_basis
+from text_lm.decode_module import ModuleStepper
 from text_lm.decode_prefill import flat_prefill
 from text_lm.decode_weights import Unsupported, foldable, norm_fn, pack
 from text_lm.model import Llama
@@ -68,22 +69,6 @@ def _threads(n: int):
     finally:
         if n != before:
             torch.set_num_threads(before)
-
-
-class ModuleStepper:
-    """The same interface over the model's own forward with its KV caches: for a model the flat
-    step cannot read (a custom mixer, an unknown linear layer)."""
-
-    def __init__(self, model: Llama, batch_size: int, max_len: int):
-        self.model, self.caches, self.pos = model, model.make_kv_caches(batch_size, max_len), 0
-
-    def prefill(self, prompt: torch.Tensor) -> torch.Tensor:
-        self.pos = prompt.shape[1]
-        return self.model(prompt, kv_caches=self.caches).logits[:, -1]
-
-    def step(self, tok: torch.Tensor) -> torch.Tensor:
-        self.pos += 1
-        return self.model(tok[:, None], kv_caches=self.caches, start_pos=self.pos - 1).logits[:, -1]
 
 
 def make_decoder(model: Llama, batch_size: int, max_len: int, **options) -> Decoder | ModuleStepper:

@@ -5,7 +5,7 @@
     text-lm prepare --input "corpus/**/*.txt" --tokenizer data/mine/tokenizer.json --out data/more
 
 Steps, all streaming (memory is bounded by the options, never by the corpus):
-1. find the inputs and read each once to check and count it (`text_lm/corpus.py`), then split
+1. find the inputs and read each once to check and count it (`text_lm/corpus.py`), then split (`corpus_split.py`)
    them by document into training and validation;
 2. plan the shards: each split's parts (whole inputs, in order) are packed into shards that
    close once they hold `--shard-bytes` of text, so which input goes to which shard follows
@@ -31,18 +31,16 @@ Several machines: `--part I/N` encodes only the shards k with k % N == I and wri
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
-import re
 import time
 from pathlib import Path
 
-from shared.errors import ArgumentParser, UserError, exit_on_user_error
+from shared.errors import UserError, exit_on_user_error
 from shared.io import write_json_atomic
 from shared.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer
-from text_lm import corpus, prepare_stream
+from text_lm import corpus, corpus_split, prepare_stream
 from text_lm.corpus import pieces_of  # noqa: F401  (re-exported: the cut rule for long documents)
 from text_lm.prepare_layout import (
     FORMAT_VERSION,
@@ -121,7 +119,7 @@ def prepare(
     if not any(src.n_docs for src in sources):
         names = ", ".join(s.name for s in sources[:5]) + (", ..." if len(sources) > 5 else "")
         raise UserError(f"empty corpus: the inputs hold no text ({names})")
-    train, val, rule = corpus.split_sources(sources, val_files, val_fraction, text_field)
+    train, val, rule = corpus_split.split_sources(sources, val_files, val_fraction, text_field)
     for name, parts in (("training", train), ("validation", val)):
         if not any(p.n_docs for p in parts):
             raise UserError(f"the {name} split is empty ({rule}); give more inputs or change --val-files")
@@ -211,94 +209,10 @@ def _up_to_date(out: Path, inputs_sha256: str, meta_file: str) -> bool:
     return meta.get("inputs_sha256") == inputs_sha256 and tok.sha256 == meta["tokenizer_sha256"]
 
 
-def _part(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)/(\d+)", text)
-    if not m:
-        raise argparse.ArgumentTypeError(
-            f"expected I/N (this machine's index and the machine count), got {text!r}"
-        )
-    return int(m.group(1)), int(m.group(2))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="text-lm prepare",
-        description="Tokenize raw text into train.bin/val.bin token shards plus tokenizer.json and meta.json. "
-        "With no --input and no --hf-dataset it prepares the shipped Shakespeare corpus "
-        "(validation: Hamlet, The Tempest, Twelfth Night). Every document ends with <|eos|>. "
-        "Re-running with the same inputs and options does nothing.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--input",
-        nargs="+",
-        metavar="PATH",
-        help="text files, folders (recursive: .txt .md .json .jsonl .parquet .csv), folders written by "
-        "datasets' save_to_disk, or glob patterns; table rows are documents (see --text-field), "
-        "other files are one UTF-8 document each",
-    )
-    p.add_argument(
-        "--hf-dataset", metavar="NAME", help="a Hugging Face Hub dataset to add (needs network access)"
-    )
-    p.add_argument(
-        "--hf-streaming",
-        action="store_true",
-        help="stream --hf-dataset instead of downloading it first (read twice: counted, then encoded)",
-    )
-    p.add_argument(
-        "--split", default="train", help="the split to read of --hf-dataset and saved DatasetDict folders"
-    )
-    p.add_argument(
-        "--text-field", default="text", help="the column holding the text in table inputs and --hf-dataset"
-    )
-    tok = p.add_mutually_exclusive_group()
-    tok.add_argument(
-        "--vocab-size",
-        type=int,
-        default=4096,
-        help="train a tokenizer of this many tokens (256 bytes + merges + 5 special tokens) on the training split",
-    )
-    tok.add_argument("--tokenizer", metavar="FILE", help="reuse this tokenizer.json instead of training one")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument(
-        "--val-files",
-        nargs="+",
-        metavar="NAME",
-        help="inputs (file names or paths) that form the validation split; default: the last files by name "
-        "holding --val-fraction of the bytes (a single file: its tail, cut at a paragraph break)",
-    )
-    p.add_argument(
-        "--val-fraction", type=float, default=0.05, help="share of the bytes to hold out when no --val-files"
-    )
-    p.add_argument("--num-workers", type=int, default=None, help="encoding processes (default: all CPUs)")
-    p.add_argument(
-        "--tokenizer-sample-bytes",
-        type=int,
-        metavar="N",
-        help="train the tokenizer on about N bytes of the training split, taken evenly across it "
-        "(default: all of it, streamed)",
-    )
-    p.add_argument(
-        "--shard-bytes",
-        type=int,
-        default=SHARD_BYTES,
-        metavar="N",
-        help="a shard closes once it holds N bytes of text (inputs are never cut across shards); a split "
-        "with one shard is written as train.bin/val.bin, more as train-00000.bin, ... listed in meta.json",
-    )
-    p.add_argument(
-        "--part",
-        type=_part,
-        metavar="I/N",
-        help="machine I of N (0-based): encode only shards k with k %% N == I and write "
-        "meta.part-I-of-N.json; join the parts with `text-lm prepare-merge` (needs --tokenizer)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return p
-
-
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
+    from text_lm.prepare_args import build_parser
+
     args = build_parser().parse_args(argv)
     val_files = [n for item in args.val_files or [] for n in item.split(",") if n] or None
     prepare(

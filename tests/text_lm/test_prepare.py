@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
-from text_lm import corpus, prepare_stream
+from text_lm import corpus, corpus_split, prepare_stream
 from text_lm.prepare import pieces_of
 from text_lm.prepare import prepare as run_prepare
 
@@ -143,7 +143,7 @@ def test_single_document_is_split_at_a_paragraph_break(tmp_path):
     ],
 )
 def test_cut_near_end(text, fraction, expected):
-    assert corpus.cut_near_end(text, fraction) == expected
+    assert corpus_split.cut_near_end(text, fraction) == expected
 
 
 def test_table_rows_are_documents(tmp_path):
