@@ -42,6 +42,7 @@ from shared.io import write_json_atomic
 from shared.tokenizer import DEFAULT_SPECIAL_TOKENS, Tokenizer
 from text_lm import corpus, corpus_split, prepare_stream
 from text_lm.corpus import pieces_of  # noqa: F401  (re-exported: the cut rule for long documents)
+from text_lm.prepare_args import SHARD_BYTES, build_parser
 from text_lm.prepare_layout import (
     FORMAT_VERSION,
     PROGRESS_FILE,
@@ -55,8 +56,6 @@ from text_lm.prepare_layout import (
     same_tokenizer,
 )
 from text_lm.shards import SPLITS, TOKENIZER_FILE, check_shards, dtype_for_vocab, read_meta
-
-SHARD_BYTES = 1 << 28  # default --shard-bytes: 268 MB of text, ~130 MB of uint16 ids
 
 
 def prepare(
@@ -211,8 +210,6 @@ def _up_to_date(out: Path, inputs_sha256: str, meta_file: str) -> bool:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    from text_lm.prepare_args import build_parser
-
     args = build_parser().parse_args(argv)
     val_files = [n for item in args.val_files or [] for n in item.split(",") if n] or None
     prepare(
