@@ -7,10 +7,12 @@ Shapes: B images (3, S, S), normalised; a record has text, question and answer.
 from __future__ import annotations
 
 
-def captions_of(loaded, recs, pixels, rerank=None, n_best: int = 0, batch_size: int = 100) -> list[str]:
+def captions_of(
+    loaded, recs, pixels, rerank=None, n_best: int = 0, greedy: list[str] | None = None, batch_size: int = 100
+) -> list[str]:
     """Greedy captions of images (B, 3, S, S); with `rerank` = (SigLIP Loaded, its pixels), the best by
     SigLIP (`caption_rerank.py`) of n_best candidates sampled from a fixed seed, or with n_best 0, of
-    the greedy captions' token substitutions."""
+    the greedy captions' token substitutions (`greedy`: those captions, when the caller has them)."""
     import torch
 
     from vision_lm.caption_generate import caption_images
@@ -33,9 +35,13 @@ def captions_of(loaded, recs, pixels, rerank=None, n_best: int = 0, batch_size: 
             cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n)
             out += siglip_rerank(siglip.model, siglip.tokenizer, siglip_px, cands)
         else:
-            greedy = caption_images(loaded.model, tok, px, prompts, n)
+            start_from = (
+                greedy[start : start + batch_size]
+                if greedy
+                else caption_images(loaded.model, tok, px, prompts, n)
+            )
             out += substitution_search(
-                loaded.model, tok, siglip.model, siglip.tokenizer, px, siglip_px, greedy
+                loaded.model, tok, siglip.model, siglip.tokenizer, px, siglip_px, start_from
             )
     return out
 

@@ -126,8 +126,9 @@ def substitution_search(
     current = list(captions)
     for _ in range(sweeps):
         lp0, prefix_len, logp = suffix_logprobs(list(range(len(current))), current)
-        rows, cands, changed_at = [], [], []
+        rows, cands, changed_at, starts = [], [], [], []
         for b, text in enumerate(current):
+            starts.append(len(cands))  # image b's candidates are cands[starts[b] : starts[b + 1]]
             p, ids = int(prefix_len[b]), encoder.ids(text)
             alts = logp[b, p - 1 : p - 1 + len(ids)].topk(top_k, dim=-1).indices.tolist()  # (L, k)
             seen = {text}
@@ -149,12 +150,9 @@ def substitution_search(
         ])  # fmt: skip
         sig = (siglip.logit_scale.exp() * (sig_img[rows] * sig_txt).sum(-1) + siglip.logit_bias).float()
         score = sig + form_weight * form
-        changed = False
-        for b in range(len(current)):
-            mine = [j for j, r in enumerate(rows) if r == b]
-            best = cands[max(mine, key=lambda j: float(score[j]))]
-            changed |= best != current[b]
-            current[b] = best
-        if not changed:
+        starts.append(len(cands))
+        best = [cands[lo + int(score[lo:hi].argmax())] for lo, hi in zip(starts, starts[1:])]  # first on ties
+        if best == current:
             break
+        current = best
     return current

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.rerank:
                 siglip_px = load_part(args.data, part, siglip.model.config.vision.image_size)[1]
                 n_best = args.n_best if args.rerank == "samples" else 0
-                reranked = captions_of(cap, recs, pixels, (siglip, siglip_px), n_best)
+                reranked = captions_of(cap, recs, pixels, (siglip, siglip_px), n_best, greedy=captions)
                 for k, v in caption_scores(reranked, recs, pairs).items():
                     scores[part][f"reranked {k}"] = v
             if part == "test":
