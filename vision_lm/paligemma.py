@@ -40,7 +40,7 @@ class PaliGemma(nn.Module):
         self.config = config
         d = config.decoder
         self.vision = VisionTower(config.vision)  # initialises itself
-        self.projector = nn.Linear(config.vision.dim, d.dim, bias=True)
+        self.projector = nn.Linear(config.vision.dim * len(config.vision_feature_layers), d.dim, bias=True)
         self.embed = nn.Embedding(d.vocab_size, d.dim)
         self.decoder = Transformer(config.transformer())  # initialises itself (shared/nn/init.py)
         self.lm_head = nn.Linear(d.dim, d.vocab_size, bias=False)
@@ -61,12 +61,12 @@ class PaliGemma(nn.Module):
         if self.config.zero_init_projector:
             nn.init.zeros_(self.projector.weight)
         else:
-            nn.init.normal_(self.projector.weight, 0.0, 1 / math.sqrt(self.config.vision.dim))
+            nn.init.normal_(self.projector.weight, 0.0, 1 / math.sqrt(self.projector.in_features))
         nn.init.zeros_(self.projector.bias)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, 3, H, W) in [-1, 1] -> (B, N, D) image tokens (run once per image, even when decoding)."""
-        return self.projector(self.vision(pixels))
+        return self.projector(self.vision(pixels, self.config.vision_feature_layers))
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T) -> (B, T, D) = embedding * sqrt(D), the scale cast to the weights' dtype as in HF Gemma."""

@@ -21,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from shared.errors import UserError
 from shared.nn.config import TransformerConfig
 from shared.nn.config_base import ModelConfig, check_positive
 from vision_lm.config import VisionConfig
@@ -115,6 +116,13 @@ class PaliGemmaConfig(ModelConfig):
     zero_init_projector: bool = True
     """Start the image projector at zero (big_vision's PaliGemma): the decoder first learns the
     language alone, then lets the image in as the projector grows."""
+    vision_feature_layers: list[int] = field(default_factory=lambda: [-1])
+    """Which of the tower's token states the projector reads, concatenated along features (LLaVA's
+    `vision_feature_layer` as a list): 0 = the stem's patch embeddings plus positions, i = block i,
+    -1 = the last block after the final norm (PaliGemma; the default). Objects in scenes of several
+    shapes keep their shape best in the stem's tokens: a probe on them reads each object's shape
+    where the later blocks, trained for a pooled SigLIP vector, have mixed the objects
+    (BENCHMARKS.md, "The captioner on the composing tower")."""
     name: str = field(default="paligemma-tiny", compare=False)
     """Run name (the log folder's name)."""
 
@@ -124,10 +132,18 @@ class PaliGemmaConfig(ModelConfig):
         super().__post_init__()  # vision / decoder dicts become their configs
         if self.vision.pooling != "none":  # a VisionConfig built with its SigLIP default ("map")
             self.vision = dataclasses.replace(self.vision, pooling="none")
+        layers, n = self.vision_feature_layers, self.vision.n_layers
+        ints = isinstance(layers, (list, tuple)) and all(type(i) is int for i in layers)
+        if not ints or not layers or any(not -(n + 1) <= i <= n for i in layers):
+            raise UserError(
+                f"vision_feature_layers must be a non-empty list of indices in [-{n + 1}, {n}] "
+                f"(the tower's {n + 1} token states), got {layers!r}"
+            )
+        self.vision_feature_layers = list(layers)
 
     def hf_unsupported(self) -> list[str]:
         """The options Hugging Face's PaliGemma cannot represent, by field name (exports refuse them)."""
-        return self.vision.hf_unsupported()
+        return self.vision.hf_unsupported() + ["vision_feature_layers"] * (self.vision_feature_layers != [-1])
 
     @property
     def n_image_tokens(self) -> int:

@@ -21,6 +21,7 @@ side, N = g^2 patches, D tower width.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -215,8 +216,13 @@ class VisionTower(nn.Module):
             nn.init.xavier_uniform_(self.head.attention.in_proj_weight)
             nn.init.zeros_(self.head.attention.in_proj_bias)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels (B, 3, H, W), normalised to [-1, 1] -> (B, D) pooled ("map", "max"), or (B, N, D) ("none")."""
+    def forward(self, pixels: torch.Tensor, layers: Sequence[int] = (-1,)) -> torch.Tensor:
+        """pixels (B, 3, H, W), normalised to [-1, 1] -> (B, D) pooled ("map", "max"), or (B, N, D) ("none").
+
+        layers (unpooled only): which of the L + 1 token states to return, concatenated along features
+        (B, N, D * len(layers)): 0 = the stem's patch embeddings plus positions, i = block i's output,
+        L (or -1) = the last block's output after the final norm (what PaliGemma reads; the default).
+        """
         size = self.config.image_size
         if pixels.shape[-2:] != (size, size):
             raise UserError(f"images must be {size}x{size} pixels, got {tuple(pixels.shape[-2:])}")
@@ -226,7 +232,11 @@ class VisionTower(nn.Module):
         if self.shape_stem is not None:
             x = x + self.shape_stem(pixels)  # (B, D, g, g): the colour-invariant outline
         x = x.flatten(2).transpose(1, 2)  # (B, N, D), patches in row-major order
-        h = self.stack(x + self.pos_embed).hidden  # (B, N, D), after the final LayerNorm
+        out = self.stack(x + self.pos_embed, output_hidden_states=tuple(layers) != (-1,))
+        h = out.hidden  # (B, N, D), after the final LayerNorm
+        if out.hidden_states is not None:  # the last state normed, as `h`
+            states = out.hidden_states[:-1] + [h]
+            return torch.cat([states[i] for i in layers], dim=-1)  # (B, N, D * len(layers))
         if self.config.pooling == "max":
             return h.amax(1)  # (B, D): each feature where it is strongest
         return self.head(h) if self.head is not None else h

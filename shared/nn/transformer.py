@@ -47,6 +47,9 @@ class StackOutput:
     """MoE router z-loss, averaged over MoE layers."""
     expert_load: torch.Tensor | None = None
     """(L, E) share of assignments per expert and layer, detached."""
+    hidden_states: list[torch.Tensor] | None = None
+    """With `output_hidden_states`: the stack's input and each block's output (B, T, D), L + 1 in all,
+    before the final norm (Hugging Face's `hidden_states`)."""
 
 
 class Block(nn.Module):
@@ -87,18 +90,21 @@ class Transformer(nn.Module):
         kv_caches: list[KVCache] | None = None,
         start_pos: int = 0,
         positions: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
     ) -> StackOutput:
         """x (B, T, D) embeddings -> StackOutput.
 
         mask: boolean (True = attend) broadcastable to (B, H, T, S), or None for the
         configured default. positions: optional (B, T) RoPE positions for left-padded
         batches; by default the tokens sit at start_pos .. start_pos + T - 1.
+        output_hidden_states: also return every block's input and output (`StackOutput.hidden_states`).
         """
         rope = None
         if self.rope is not None:
             rope = self.rope.lookup(positions) if positions is not None else self.rope(start_pos, x.shape[1])
         ctx = StackContext(rope=rope, mask=mask, start_pos=start_pos, kv_caches=kv_caches)
         stats: list[MoEStats] = []
+        states = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training:
                 # Activations are recomputed in backward instead of stored; non-reentrant
@@ -108,7 +114,9 @@ class Transformer(nn.Module):
                 x, aux = layer(x, ctx.for_layer(i))
             if aux is not None:
                 stats.append(aux)
-        out = StackOutput(self.norm(x))
+            if states is not None:
+                states.append(x)
+        out = StackOutput(self.norm(x), hidden_states=states)
         if stats:
             out.aux_loss = torch.stack([s.aux_loss for s in stats]).mean()
             out.z_loss = torch.stack([s.z_loss for s in stats]).mean()
