@@ -38,7 +38,7 @@ def models():
     return tok, cap, sig
 
 
-def reference(tok, cap, sig, pixels, caption, top_k, form_weight):
+def reference(tok, cap, sig, pixels, caption, top_k, form_weight, content_weight=0.0):
     """One sweep for one image: every candidate encoded and scored on its own."""
     enc = TextEncoder(tok, cap.config.decoder.max_len)
     banned = [
@@ -58,6 +58,10 @@ def reference(tok, cap, sig, pixels, caption, top_k, form_weight):
         ids, p, n, logp = logprobs(text)
         return sum(float(logp[t - 1, ids[t]]) for t in range(p + i + 1, p + n))
 
+    def at(text, i):  # log p of suffix token i
+        ids, p, n, logp = logprobs(text)
+        return float(logp[p + i - 1, ids[p + i]])
+
     def siglip_logit(text):
         ids = TextEncoder(tok, sig.config.text.max_len).captions([text])
         return float(sig(pixels, ids).logits_per_image[0, 0])
@@ -70,28 +74,30 @@ def reference(tok, cap, sig, pixels, caption, top_k, form_weight):
             text = tok.decode(toks[:i] + [a] + toks[i + 1 :]).strip()
             if a == tok.eos_id or text in scores:
                 continue
-            scores[text] = siglip_logit(text) + form_weight * (after(text, i) - after(caption, i))
+            form, content = after(text, i) - after(caption, i), at(text, i) - at(caption, i)
+            scores[text] = siglip_logit(text) + form_weight * form + content_weight * content
     return max(scores, key=scores.get)
 
 
-@pytest.mark.parametrize("form_weight", [0.0, 1.0])
-def test_one_sweep_picks_what_the_slow_reference_picks(models, form_weight):
+@pytest.mark.parametrize("form_weight, content_weight", [(0.0, 0.0), (1.0, 0.0), (1.0, 0.5)])
+def test_one_sweep_picks_what_the_slow_reference_picks(models, form_weight, content_weight):
     tok, cap, sig = models
     torch.manual_seed(1)
     pixels = torch.randn(3, 3, 16, 16)
     captions = TEXTS
     with torch.no_grad():
         got = substitution_search(
-            cap, tok, sig, tok, pixels, pixels, captions, top_k=3, sweeps=1, form_weight=form_weight
+            cap, tok, sig, tok, pixels, pixels, captions, 3, 1, form_weight, content_weight
         )
         want = [
-            reference(tok, cap, sig, pixels[b : b + 1], c, 3, form_weight) for b, c in enumerate(captions)
+            reference(tok, cap, sig, pixels[b : b + 1], c, 3, form_weight, content_weight)
+            for b, c in enumerate(captions)
         ]
     assert got == want
     assert got != captions  # random models disagree with the captions: something was substituted
 
 
-def test_more_sweeps_never_lower_siglips_score_without_the_form_term(models):
+def test_more_sweeps_never_lower_siglips_score_without_the_captioner_terms(models):
     tok, cap, sig = models
     torch.manual_seed(2)
     pixels = torch.randn(3, 3, 16, 16)
@@ -103,9 +109,9 @@ def test_more_sweeps_never_lower_siglips_score_without_the_form_term(models):
 
     with torch.no_grad():
         one = substitution_search(
-            cap, tok, sig, tok, pixels, pixels, TEXTS, top_k=3, sweeps=1, form_weight=0.0
+            cap, tok, sig, tok, pixels, pixels, TEXTS, top_k=3, sweeps=1, form_weight=0.0, content_weight=0.0
         )
         three = substitution_search(
-            cap, tok, sig, tok, pixels, pixels, TEXTS, top_k=3, sweeps=3, form_weight=0.0
+            cap, tok, sig, tok, pixels, pixels, TEXTS, top_k=3, sweeps=3, form_weight=0.0, content_weight=0.0
         )
     assert (score(one) >= score(TEXTS)).all() and (score(three) >= score(one) - 1e-5).all()
