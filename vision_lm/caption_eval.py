@@ -52,11 +52,17 @@ def caption_scores(captions: list[str], recs, pairs: list[str]) -> dict[str, flo
     from vision_lm.evaluation import held_out_pair_recall
 
     truths = [r.text for r in recs]
-    return {
-        "caption_exact": sum(p == t for p, t in zip(captions, truths)) / len(recs),
+    hits = [p == t for p, t in zip(captions, truths)]
+    scores = {
+        "caption_exact": sum(hits) / len(recs),
         "bleu": float(bleu_score(captions, [[t] for t in truths], n_gram=4)),
         "held_out_pair_recall": held_out_pair_recall(captions, truths, pairs),
     }
+    # binding shows only where an image holds several objects: exact-match apart on the two kinds (nan if none)
+    for key, single in (("caption_exact_one", True), ("caption_exact_several", False)):
+        kind = [h for h, r in zip(hits, recs) if r.single == single]
+        scores[key] = sum(kind) / len(kind) if kind else float("nan")
+    return scores
 
 
 def vqa_accuracy(loaded, recs, pixels, batch_size: int = 100) -> float:

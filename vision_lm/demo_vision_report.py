@@ -1,5 +1,6 @@
 """Summarise `make demo-vision`: SigLIP's zero-shot accuracy, the captioner's caption exact-match, BLEU,
-VQA accuracy and held-out pair recall, the diagnosis probes, and generated captions of held-out test
+VQA accuracy and held-out pair recall (exact-match also apart on one-object and several-object images,
+where binding attributes to objects shows), the diagnosis probes, and generated captions of held-out test
 images beside the true ones.
 
 python -m vision_lm.demo_vision_report --data data/shapes --siglip runs/demo-vision/siglip-tiny \
@@ -205,10 +206,13 @@ def main(argv: list[str] | None = None) -> None:
                 examples = [
                     (Path(str(r.image)).name, c, rr, r.text) for r, c, rr in zip(recs, captions, reranked)
                 ]
-        names = {"caption_exact": "caption exact-match", "bleu": "caption BLEU-4", "vqa_acc": "VQA accuracy",
-                 "held_out_pair_recall": "held-out pair recall"}  # fmt: skip
+        names = {"caption_exact": "caption exact-match", "caption_exact_one": "exact-match, one-object images",
+                 "caption_exact_several": "exact-match, several objects", "bleu": "caption BLEU-4",
+                 "vqa_acc": "VQA accuracy", "held_out_pair_recall": "held-out pair recall"}  # fmt: skip
         keys = list(names) + [
-            f"reranked {k}" for k in ("caption_exact", "held_out_pair_recall") if args.rerank
+            f"reranked {k}"
+            for k in ("caption_exact", "caption_exact_one", "caption_exact_several", "held_out_pair_recall")
+            if args.rerank
         ]
         for key in keys:
             how = f"{args.n_best} samples" if args.rerank == "samples" else "substitutions"

@@ -233,3 +233,27 @@ def test_caption_rerank_prints_the_candidate_siglip_scores_highest(run, shapes, 
         with pytest.raises(SystemExit) as e:
             vision_lm(["caption", "--checkpoint", str(ckpt), "--image", image, *argv])
         assert e.value.code == 2 and culprit in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_report_scores_every_column_and_splits_exact_match_by_object_count(run, shapes, tmp_path, capsys):
+    from vision_lm.demo_vision_report import main as report
+
+    ckpt = run[0] / "checkpoints" / "last.ckpt"
+    fake_siglip(tmp_path / "siglip.ckpt")
+    saved = torch.load(tmp_path / "siglip.ckpt", weights_only=True)
+    saved["tokenizer"] = torch.load(ckpt, weights_only=True)["tokenizer"]
+    torch.save(saved, tmp_path / "siglip.ckpt")
+    capsys.readouterr()
+    report(["--data", str(shapes), "--captioner", str(ckpt), "--siglip", str(tmp_path / "siglip.ckpt"),
+            "--rerank", "substitutions", "--no-probes", "--examples", "1"])  # fmt: skip
+    rows = {}  # "  name  v v v": the table's rows, "-" where a column has nothing to score
+    for line in capsys.readouterr().out.splitlines():
+        *name, a, b, c = ["", "", ""] + line.split()
+        if "".join(name) and all(v == "-" or v.replace(".", "", 1).isdigit() for v in (a, b, c)):
+            rows[" ".join(name).strip()] = [None if v == "-" else float(v) for v in (a, b, c)]
+    whole, one, several = (rows[f"captioner {k}"] for k in
+                           ("caption exact-match", "exact-match, one-object images", "exact-match, several objects"))  # fmt: skip
+    test = 2  # the test column: both kinds of scene in the fixture's 16 images
+    assert one[test] is not None and several[test] is not None
+    assert min(one[test], several[test]) <= whole[test] <= max(one[test], several[test])
+    assert "captioner exact-match, several objects, SigLIP re-rank of substitutions" in rows

@@ -67,6 +67,21 @@ def test_held_out_pair_recall_counts_whole_words_of_true_pairs():
     assert math.isnan(held_out_pair_recall(["x"], ["a red circle"], ["green triangle"]))
 
 
+def test_caption_scores_split_exact_match_by_object_count():
+    from vision_lm.caption_eval import caption_scores
+    from vision_lm.records import Record
+
+    recs = [
+        Record(0, "a small green triangle"),
+        Record(1, "a large red square left of a small blue square", single=False),
+        Record(2, "a small red circle, a large red square and a small blue circle", single=False),
+    ]
+    generated = ["a small green triangle", "a large red square left of a small blue square", "a red circle"]
+    s = caption_scores(generated, recs, ["green triangle"])
+    assert (s["caption_exact"], s["caption_exact_one"], s["caption_exact_several"]) == (2 / 3, 1.0, 0.5)
+    assert math.isnan(caption_scores(generated[:1], recs[:1], [])["caption_exact_several"])
+
+
 def test_colour_free_probe_set_shows_every_shape_in_training_only_colours(shapes, tmp_path):
     from vision_lm.demo_vision_report import colour_free_singles
     from vision_lm.shapes_scene import SHAPES
