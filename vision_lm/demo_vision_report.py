@@ -165,9 +165,13 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--rerank needs both --siglip and --captioner")
     import torch
 
+    with torch.no_grad():  # not set_grad_enabled: a caller in the same process keeps its autograd
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
     from vision_lm.checkpoint import captioner_from_checkpoint, siglip_from_checkpoint
 
-    torch.set_grad_enabled(False)
     rows: list[tuple[str, dict]] = []
     probe_rows: list[tuple[str, dict | None]] = []
     siglip = cap = None

@@ -246,6 +246,7 @@ def test_report_scores_every_column_and_splits_exact_match_by_object_count(run, 
     capsys.readouterr()
     report(["--data", str(shapes), "--captioner", str(ckpt), "--siglip", str(tmp_path / "siglip.ckpt"),
             "--rerank", "substitutions", "--no-probes", "--examples", "1"])  # fmt: skip
+    assert torch.is_grad_enabled()  # the report leaves its caller's autograd on
     rows = {}  # "  name  v v v": the table's rows, "-" where a column has nothing to score
     for line in capsys.readouterr().out.splitlines():
         *name, a, b, c = ["", "", ""] + line.split()
