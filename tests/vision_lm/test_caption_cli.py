@@ -30,6 +30,14 @@ def fake_siglip(path: Path, **vision) -> SigLIP:
     return model
 
 
+def siglip_with_tokenizer_of(captioner_ckpt: Path, path: Path) -> None:
+    """`fake_siglip` carrying the captioner's tokenizer, as a fit stores it (a re-rank needs a SigLIP)."""
+    fake_siglip(path)
+    saved = torch.load(path, weights_only=True)
+    saved["tokenizer"] = torch.load(captioner_ckpt, weights_only=True)["tokenizer"]
+    torch.save(saved, path)
+
+
 @pytest.fixture(scope="module")
 def run(shapes, tmp_path_factory):
     """Three real training steps of the shipped CPU config, the tower taken from a SigLIP and frozen."""
@@ -191,12 +199,7 @@ def test_caption_rerank_prints_the_candidate_siglip_scores_highest(run, shapes, 
     from vision_lm.text_batch import TextEncoder
 
     ckpt = run[0] / "checkpoints" / "last.ckpt"
-    fake_siglip(tmp_path / "siglip.ckpt")
-    saved = torch.load(tmp_path / "siglip.ckpt", weights_only=True)
-    saved["tokenizer"] = torch.load(ckpt, weights_only=True)[
-        "tokenizer"
-    ]  # the captioner's, as a fit stores it
-    torch.save(saved, tmp_path / "siglip.ckpt")
+    siglip_with_tokenizer_of(ckpt, tmp_path / "siglip.ckpt")
     image = str(shapes / "test" / "000001.png")
     capsys.readouterr()
     vision_lm(["caption", "--checkpoint", str(ckpt), "--image", image, "--rerank", str(tmp_path / "siglip.ckpt"),
@@ -239,10 +242,7 @@ def test_report_scores_every_column_and_splits_exact_match_by_object_count(run, 
     from vision_lm.demo_vision_report import main as report
 
     ckpt = run[0] / "checkpoints" / "last.ckpt"
-    fake_siglip(tmp_path / "siglip.ckpt")
-    saved = torch.load(tmp_path / "siglip.ckpt", weights_only=True)
-    saved["tokenizer"] = torch.load(ckpt, weights_only=True)["tokenizer"]
-    torch.save(saved, tmp_path / "siglip.ckpt")
+    siglip_with_tokenizer_of(ckpt, tmp_path / "siglip.ckpt")
     capsys.readouterr()
     report(["--data", str(shapes), "--captioner", str(ckpt), "--siglip", str(tmp_path / "siglip.ckpt"),
             "--rerank", "substitutions", "--no-probes", "--examples", "1"])  # fmt: skip
