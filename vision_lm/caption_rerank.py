@@ -147,11 +147,10 @@ def substitution_search(
         for s in range(0, len(cands), 512):
             lp, pl, _ = suffix_logprobs(rows[s : s + 512], cands[s : s + 512])
             pos = torch.arange(lp.shape[1])[None]  # suffix token j sits at column prefix_len + j
-            after = pos > (pl + torch.tensor(changed_at[s : s + 512]))[:, None]
+            col = (pl + torch.tensor(changed_at[s : s + 512]))[:, None]  # the changed token's column
             delta = lp - lp0[rows[s : s + 512]]
-            form[s : s + 512] = delta.where(after, 0.0).sum(1)
-            at = pos == (pl + torch.tensor(changed_at[s : s + 512]))[:, None]
-            content[s : s + 512] = delta.where(at, 0.0).sum(1)
+            form[s : s + 512] = delta.where(pos > col, 0.0).sum(1)
+            content[s : s + 512] = delta.where(pos == col, 0.0).sum(1)
         sig_txt = torch.cat([
             siglip.encode_text(sig_encoder.captions(cands[s : s + 512])) for s in range(0, len(cands), 512)
         ])  # fmt: skip

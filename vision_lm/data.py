@@ -53,13 +53,12 @@ from vision_lm.shapes_stream import ShapesStream, StreamRecords
 from vision_lm.shapes_style import Diversity
 from vision_lm.templates import derive_templates
 from vision_lm.text_batch import CAPTION_PREFIX, TASKS, VQA_PREFIX, TextEncoder
+from vision_lm.text_lengths import warn_overlong
 
 Mode = Literal["contrastive", "captioning", "vqa", "multitask"]
 MODE_TASKS = {"contrastive": ("caption",), "captioning": ("caption",), "vqa": ("vqa",), "multitask": TASKS}
 CACHE_LIMIT_BYTES = 1 << 30
 """`cache_images: null` keeps a split's decoded images in memory up to this size (1 GiB), else reads lazily."""
-CHECK_TEXTS = 20_000
-"""Training texts whose token length is checked at setup (evaluation splits: all of them)."""
 
 
 class ImageTextDataModule(L.LightningDataModule):
@@ -225,24 +224,11 @@ class ImageTextDataModule(L.LightningDataModule):
                 )
             if not len(ds):
                 raise UserError(f"{self.data_dir}: the {split} split has no readable images")
-            self._check_lengths(split, ds)
+            warn_overlong(
+                str(self.data_dir), split, ds, self.tokenizer, self.max_len, self.mode == "contrastive"
+            )
             self._datasets[split] = ds
         return self._datasets[split]
-
-    def _check_lengths(self, split: str, ds: ImageTextDataset) -> None:
-        """Warn once, clearly, when texts do not fit max_len: they would be cut in training and scored
-        cut in evaluation. Evaluation splits are checked in full, training on its first CHECK_TEXTS."""
-        limit = CHECK_TEXTS if split == "train" else len(ds)
-        pairs = [p for _, p in zip(range(limit), ds.pairs())]
-        cut, longest = TextEncoder(self.tokenizer, self.max_len).overlong(pairs, self.mode == "contrastive")
-        if cut:
-            checked = f"{len(pairs)}" + (" (the first)" if len(ds) > limit else "")
-            rank_zero_warn(
-                f"{self.data_dir} {split}: {cut} of {checked} texts are longer than max_len={self.max_len} "
-                f"tokens (the longest needs {longest}) and are cut"
-                + ("; evaluation scores the cut texts" if split != "train" else "")
-                + f": raise the model's text max_len to {longest} to keep them whole"
-            )
 
     def records(self, split: str) -> Sequence[Record]:
         ds = self.dataset(split)

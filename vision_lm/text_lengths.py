@@ -1,0 +1,32 @@
+"""No caption or answer is cut silently: texts longer than the model's text length are counted and named
+in one warning per split (issue 13 item 4). The data module calls `warn_overlong` when it builds a split.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch.utilities import rank_zero_warn
+
+from shared.tokenizer import Tokenizer
+from vision_lm.image_dataset import ImageTextDataset
+from vision_lm.text_batch import TextEncoder
+
+CHECK_TEXTS = 20_000
+"""Training texts whose token length is checked at setup (evaluation splits: all of them)."""
+
+
+def warn_overlong(
+    where: str, split: str, ds: ImageTextDataset, tokenizer: Tokenizer, max_len: int, contrastive: bool
+) -> None:
+    """Warn once, clearly, when texts do not fit max_len: they would be cut in training and scored
+    cut in evaluation. Evaluation splits are checked in full, training on its first CHECK_TEXTS."""
+    limit = CHECK_TEXTS if split == "train" else len(ds)
+    pairs = [p for _, p in zip(range(limit), ds.pairs())]
+    cut, longest = TextEncoder(tokenizer, max_len).overlong(pairs, contrastive)
+    if cut:
+        checked = f"{len(pairs)}" + (" (the first)" if len(ds) > limit else "")
+        rank_zero_warn(
+            f"{where} {split}: {cut} of {checked} texts are longer than max_len={max_len} "
+            f"tokens (the longest needs {longest}) and are cut"
+            + ("; evaluation scores the cut texts" if split != "train" else "")
+            + f": raise the model's text max_len to {longest} to keep them whole"
+        )
