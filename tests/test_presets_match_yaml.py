@@ -50,9 +50,7 @@ def test_the_shipped_yamls_name_the_presets():
         "llama-125m",
         "modern-tiny",
         "siglip-tiny",
-        "siglip-small",
         "paligemma-tiny",
-        "paligemma-small",
     }
 
 

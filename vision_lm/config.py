@@ -8,7 +8,8 @@ PaliGemma captioner with `pooling: none` (every patch token goes to the decoder)
 Presets (`SigLIPConfig.preset(name)`):
 - siglip-tiny: 64 px images, 8 px patches, two 128-wide 4-layer towers (1.9M parameters);
   trains on the shapes set on 2 CPU cores in minutes.
-- siglip-small: 64 px, 4 px patches (256 tokens), 384-wide 6-layer towers (24M); a GPU run.
+- siglip-small: 64 px, 4 px patches (256 tokens), 384-wide 6-layer towers (24M); a GPU run
+  (`configs/vision/siglip-gpu.yaml` trains these widths with the composing stem and pooling).
 - siglip-base: the shape of google/siglip-base-patch16-224 (ViT-B/16, 224 px, 768 wide,
   12 layers, 32000-token vocabulary, 64-token texts), (203M), for reference and export.
 """

@@ -7,12 +7,12 @@ multi-query attention (one key/value head), RoPE, token embeddings multiplied by
 output head tied to the embeddings. Compared with the Llama decoder only the norm offset,
 the MLP gate's activation, the embedding scale and the attention mask (prefix-LM) differ.
 
-Presets (`PaliGemmaConfig.preset(name)`), each the model of a shipped YAML
+Presets (`PaliGemmaConfig.preset(name)`); a shipped YAML naming one trains exactly it
 (tests/test_presets_match_yaml.py):
 - paligemma-tiny: the siglip-tiny tower (64 image tokens) and a 128-wide 4-layer decoder;
   `configs/vision/paligemma-shapes.yaml`, for 2 CPU cores. `PaliGemmaConfig()` is this preset.
-- paligemma-small: the siglip-small tower (256 image tokens) and a 384-wide 6-layer decoder;
-  `configs/vision/paligemma-gpu.yaml`, for one GPU.
+- paligemma-small: the siglip-small tower (256 image tokens) and a 384-wide 6-layer decoder, for
+  one GPU (`configs/vision/paligemma-gpu.yaml` adds the composing tower's stem and feature layers).
 """
 
 from __future__ import annotations

@@ -33,4 +33,4 @@ def test_bf16_autocast_forward_backward_matches_fp32(preset):
     assert torch.isfinite(loss16) and torch.isfinite(grad16).all()
     torch.testing.assert_close(loss16, loss32, rtol=2e-2, atol=0)
     assert torch.nn.functional.cosine_similarity(grad16, grad32, dim=0) > 0.99
-    assert grad16.norm() == pytest.approx(grad32.norm().item(), rel=0.05)
+    assert grad16.norm().item() == pytest.approx(grad32.norm().item(), rel=0.05)
