@@ -16,9 +16,10 @@ CPU training step.
 
 The gradients are computed in the forward (they need the chunk's logits, which are not kept) and
 scaled by the incoming gradient in the backward; so this is for training steps only: `wanted` says
-when it applies (gradients on). Under torch.compile it runs eagerly, a graph break at the end of the
+when it applies (gradients on). Under torch.compile on a CPU it runs eagerly, a graph break at the end of the
 model (`torch.compiler.disable`): the compiled plain path still writes the (N, V) logits and their
-gradient, and measured 3% slower on llama-tiny's CPU step (BENCHMARKS.md, issue 12). Under autocast
+gradient, and measured 3% slower on llama-tiny's CPU step (BENCHMARKS.md, issue 12). Compiled on a
+GPU, the plain path is taken (`wanted`): there the compiler's own fused loss is faster. Under autocast
 the matmuls run in the autocast dtype and the softmax in fp32, as `F.cross_entropy(logits.float())`
 on autocast logits does; dW is accumulated in fp32. The tests compare it with logits + F.cross_entropy.
 """
@@ -32,7 +33,12 @@ CHUNK_ROWS = 512
 
 
 def wanted(h: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the fused path applies: a training step (module docstring)."""
+    """Whether the fused path applies: a training step (module docstring), and under torch.compile
+    only on a CPU: on a GPU the compiler fuses the plain head and loss itself, and the graph break
+    costs more than the logits' memory (llama-125m's compiled bf16 step on an H200: 1.17x HF Llama
+    with the plain path, 0.86x with this one; BENCHMARKS.md, issue 12)."""
+    if torch.compiler.is_compiling() and h.device.type != "cpu":
+        return False
     return torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
 
 

@@ -87,6 +87,14 @@ def test_only_for_eager_training_steps():
     assert not wanted(h.detach(), w)  # nothing to train
 
 
+def test_compiled_on_a_gpu_the_plain_path(monkeypatch):
+    """Under torch.compile the fused path stays on CPUs only (a GPU's compiler fuses the plain loss)."""
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    w = torch.randn(4, 3)
+    assert wanted(torch.randn(2, 3, requires_grad=True), w)  # compiled on a CPU: fused
+    assert not wanted(torch.randn(2, 3, device="meta", requires_grad=True), w.to("meta"))  # any other device
+
+
 def test_frozen_head_gets_no_gradient_and_h_the_right_one():
     g = torch.Generator().manual_seed(2)
     h = torch.randn(20, 8, generator=g, requires_grad=True)
