@@ -8,11 +8,19 @@ from __future__ import annotations
 
 
 def captions_of(
-    loaded, recs, pixels, rerank=None, n_best: int = 0, greedy: list[str] | None = None, batch_size: int = 100
+    loaded,
+    recs,
+    pixels,
+    rerank=None,
+    n_best: int = 0,
+    greedy: list[str] | None = None,
+    batch_size: int = 100,
+    contrast: float = 0.0,
 ) -> list[str]:
     """Greedy captions of images (B, 3, S, S); with `rerank` = (SigLIP Loaded, its pixels), the best by
     SigLIP (`caption_rerank.py`) of n_best candidates sampled from a fixed seed, or with n_best 0, of
-    the greedy captions' token substitutions (`greedy`: those captions, when the caller has them)."""
+    the greedy captions' token substitutions (`greedy`: those captions, when the caller has them).
+    contrast: contrastive decoding's alpha (`caption_generate.contrastive_logits`; 0: plain)."""
     import torch
 
     from vision_lm.caption_generate import caption_images
@@ -27,18 +35,18 @@ def captions_of(
         px = pixels[start : start + batch_size]
         prompts = [CAPTION_PREFIX] * len(px)
         if rerank is None:
-            out += caption_images(loaded.model, tok, px, prompts, n)
+            out += caption_images(loaded.model, tok, px, prompts, n, contrast=contrast)
             continue
         siglip, siglip_px = rerank
         siglip_px = siglip_px[start : start + batch_size]
         if n_best:
-            cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n)
+            cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n, contrast=contrast)
             out += siglip_rerank(siglip.model, siglip.tokenizer, siglip_px, cands)
         else:
             start_from = (
                 greedy[start : start + batch_size]
                 if greedy
-                else caption_images(loaded.model, tok, px, prompts, n)
+                else caption_images(loaded.model, tok, px, prompts, n, contrast=contrast)
             )
             out += substitution_search(
                 loaded.model, tok, siglip.model, siglip.tokenizer, px, siglip_px, start_from
@@ -65,7 +73,7 @@ def caption_scores(captions: list[str], recs, pairs: list[str]) -> dict[str, flo
     return scores
 
 
-def vqa_accuracy(loaded, recs, pixels, batch_size: int = 100) -> float:
+def vqa_accuracy(loaded, recs, pixels, batch_size: int = 100, contrast: float = 0.0) -> float:
     from vision_lm.caption_generate import caption_images
     from vision_lm.text_batch import VQA_PREFIX
 
@@ -74,6 +82,6 @@ def vqa_accuracy(loaded, recs, pixels, batch_size: int = 100) -> float:
     for start in range(0, len(qa), batch_size):
         rows = qa[start : start + batch_size]
         prompts = [VQA_PREFIX.format(question=recs[i].question) for i in rows]
-        answers = caption_images(loaded.model, loaded.tokenizer, pixels[rows], prompts, n)
+        answers = caption_images(loaded.model, loaded.tokenizer, pixels[rows], prompts, n, contrast=contrast)
         hits += sum(a == recs[i].answer for a, i in zip(answers, rows))
     return hits / max(1, len(qa))

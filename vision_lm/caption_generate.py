@@ -14,10 +14,15 @@ Pad keys are masked out (`with_key_padding`) and RoPE positions skip the pads
 would alone. One (B, 1, S, S) mask for the whole run is built up front; the prefill reads
 its top-left block, decoding step c its row c. The vision tower runs once per call.
 
+With `contrast` > 0 (contrastive decoding, below) every prompt runs twice, with its image and with
+all-zero image tokens, as rows B..2B-1 of the same batch; both read the same chosen tokens.
+
 Shapes: B prompts, N image tokens, P longest prompt, S = N + P + max_new_tokens.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -49,6 +54,8 @@ def generate(
     image_tokens: torch.Tensor | None = None,
     vocab_limit: int | None = None,
     banned_ids: list[int] | None = None,
+    contrast: float = 0.0,
+    plausibility: float = 0.1,
 ) -> list[list[int]]:
     """pixels (B, 3, H, W) and B prompts (prefix ids) -> B lists of new ids, each cut before <|eos|>.
 
@@ -57,6 +64,7 @@ def generate(
     image_tokens: `model.encode_image(pixels)` when the caller already has it. vocab_limit: sample
     only ids below it (the tokenizer's size when the embedding table has spare rows). banned_ids: ids never
     generated (`special_ids`: the special tokens other than <|eos|>, which no caption or answer holds).
+    contrast, plausibility: `contrastive_logits`' alpha and beta (contrast 0: the plain decoder).
     """
     B, device = len(prompts), pixels.device
     P = max(len(p) for p in prompts)
@@ -68,37 +76,65 @@ def generate(
     img = (
         model.encode_image(pixels) if image_tokens is None else image_tokens
     )  # (B, N, D): the only tower call
-    txt = model.embed_text(ids)  # (B, P, D)
-    x = torch.cat([img.to(txt.dtype), txt], dim=1)  # (B, N + P, D)
+    if contrast:  # rows B.. are the prompts again without the image (zero image tokens)
+        img, ids, keep = torch.cat([img, torch.zeros_like(img)]), ids.repeat(2, 1), keep.repeat(2, 1)
+    R = ids.shape[0]  # rows decoded: B, or 2B with contrast
+    txt = model.embed_text(ids)  # (R, P, D)
+    x = torch.cat([img.to(txt.dtype), txt], dim=1)  # (R, N + P, D)
     n0 = x.shape[1]
     S = n0 + max_new_tokens
-    real = torch.cat([torch.ones(B, img.shape[1], dtype=torch.bool, device=device), keep], dim=1)
-    real = torch.cat([real, torch.ones(B, max_new_tokens, dtype=torch.bool, device=device)], dim=1)  # (B, S)
-    prompt_len = torch.full((B,), n0, device=device)
-    mask = with_key_padding(prefix_lm_mask(prompt_len, S), real)  # (B, 1, S, S)
-    positions = (real.cumsum(1) - 1).clamp(min=0)  # (B, S): RoPE positions without the pads
+    real = torch.cat([torch.ones(R, img.shape[1], dtype=torch.bool, device=device), keep], dim=1)
+    real = torch.cat([real, torch.ones(R, max_new_tokens, dtype=torch.bool, device=device)], dim=1)  # (R, S)
+    prompt_len = torch.full((R,), n0, device=device)
+    mask = with_key_padding(prefix_lm_mask(prompt_len, S), real)  # (R, 1, S, S)
+    positions = (real.cumsum(1) - 1).clamp(min=0)  # (R, S): RoPE positions without the pads
 
-    caches = model.make_kv_caches(B, S, dtype=x.dtype) if use_cache else None
+    caches = model.make_kv_caches(R, S, dtype=x.dtype) if use_cache else None
     logits = model.decode(x, mask[:, :, :n0, :n0], caches, 0, positions[:, :n0])[:, -1]  # prefill
     out = torch.empty(B, 0, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     banned = torch.tensor(banned_ids or [], dtype=torch.long, device=device)
     for step in range(max_new_tokens):
         if len(banned):
-            logits = logits.index_fill(-1, banned, float("-inf"))  # (B, V)
+            logits = logits.index_fill(-1, banned, float("-inf"))  # (R, V)
+        if contrast:
+            logits = contrastive_logits(logits[:B], logits[B:], contrast, plausibility)  # (B, V)
         nxt = decode_step(logits, done, eos_id, temperature, top_k, top_p, generator, vocab_limit)  # (B,)
         out = torch.cat([out, nxt[:, None]], dim=1)
         if done.all() or step == max_new_tokens - 1:
             break
         c = n0 + step  # the column of the token just sampled
-        new = model.embed_text(nxt[:, None]).to(x.dtype)  # (B, 1, D)
+        new = model.embed_text(nxt.repeat(R // B)[:, None]).to(x.dtype)  # (R, 1, D)
         if use_cache:
             logits = model.decode(new, mask[:, :, c : c + 1, : c + 1], caches, c, positions[:, c : c + 1])
         else:
-            x = torch.cat([x, new], dim=1)  # (B, c + 1, D)
+            x = torch.cat([x, new], dim=1)  # (R, c + 1, D)
             logits = model.decode(x, mask[:, :, : c + 1, : c + 1], None, 0, positions[:, : c + 1])
         logits = logits[:, -1]
     return [row[: row.index(eos_id)] if eos_id in row else row for row in out.tolist()]
+
+
+def contrastive_logits(
+    with_image: torch.Tensor, without_image: torch.Tensor, alpha: float, beta: float = 0.1
+) -> torch.Tensor:
+    """Next-token scores (B, V) with the decoder's language prior taken out: logits (B, V) of the same
+    prefixes read with the image and with zero image tokens ->
+
+        score(v) = (1 + alpha) * log p(v | image, text) - alpha * log p(v | text)
+                   for the plausible v, p(v | image, text) >= beta * max_u p(u | image, text); -inf elsewhere
+
+    A captioner trained on seen colour-shape pairs learns "green" -> "circle" from the text alone;
+    dividing by p(v | text)^alpha (classifier-free guidance, Sanchez et al. 2023; Visual Contrastive
+    Decoding, Leng et al., CVPR 2024) lifts what the image adds to the text, so a held-out pair the image
+    shows can win. The plausibility cut (Li et al. 2023, Contrastive Decoding) keeps tokens the image-
+    conditioned decoder itself finds unlikely out: without it, any token the prior rules out wins.
+    BENCHMARKS.md: greedy held-out exact 0.36 -> 0.55 over four captioner seeds at alpha 1, beta 0.1.
+    """
+    lp = with_image.float().log_softmax(-1)
+    prior = without_image.float().log_softmax(-1)
+    score = (1 + alpha) * lp - alpha * prior.clamp(min=-1e4)  # a banned id (-inf in both) stays -inf
+    cut = lp.max(-1, keepdim=True).values + math.log(beta)
+    return score.masked_fill(lp < cut, float("-inf"))
 
 
 def special_ids(tok: Tokenizer) -> list[int]:

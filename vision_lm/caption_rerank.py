@@ -39,7 +39,7 @@ def n_best(
 ) -> list[list[str]]:
     """pixels (B, 3, H, W) -> B lists of distinct candidates, the greedy one first, then up to n - 1
     samples at `temperature` (> 0)."""
-    greedy = caption_images(model, tok, pixels, prompts, max_new_tokens)
+    greedy = caption_images(model, tok, pixels, prompts, max_new_tokens, **sampling)  # temperature 0
     out = [[g] for g in greedy]
     if n > 1:
         reps = n - 1

@@ -158,7 +158,16 @@ def main(argv: list[str] | None = None) -> None:
         "among --n-best samples (`vision-lm caption --rerank`)",
     )
     p.add_argument("--n-best", type=int, default=8, help="candidates for --rerank samples (default 8)")
+    p.add_argument(
+        "--contrast",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="decode captions and answers contrastively (`vision-lm caption --contrast`; default 0: off)",
+    )
     args = p.parse_args(argv)
+    if args.contrast < 0:
+        raise UserError(f"--contrast must be >= 0, got {args.contrast}")
     if not args.siglip and not args.captioner:
         raise UserError("give --siglip, --captioner or both")
     if args.rerank and not (args.siglip and args.captioner):
@@ -195,15 +204,17 @@ def report(args: argparse.Namespace) -> None:
                 continue
             recs, pixels, info = got
             pairs = list(info.get("val_held_out" if part == "val pair" else "held_out", []))
-            captions = reranked = captions_of(cap, recs, pixels)
+            captions = reranked = captions_of(cap, recs, pixels, contrast=args.contrast)
             scores[part] = {
                 **caption_scores(captions, recs, pairs),
-                "vqa_acc": vqa_accuracy(cap, recs, pixels),
+                "vqa_acc": vqa_accuracy(cap, recs, pixels, contrast=args.contrast),
             }
             if args.rerank:
                 siglip_px = load_part(args.data, part, siglip.model.config.vision.image_size)[1]
                 n_best = args.n_best if args.rerank == "samples" else 0
-                reranked = captions_of(cap, recs, pixels, (siglip, siglip_px), n_best, greedy=captions)
+                reranked = captions_of(
+                    cap, recs, pixels, (siglip, siglip_px), n_best, greedy=captions, contrast=args.contrast
+                )
                 for k, v in caption_scores(reranked, recs, pairs).items():
                     scores[part][f"reranked {k}"] = v
             if part == "test":
@@ -230,6 +241,8 @@ def report(args: argparse.Namespace) -> None:
         f"\n{args.data}: seen = val scenes of pairs seen in training; val pair = val scenes with the validation"
     )
     print("held-out pair; test = scenes with the test's held-out pairs (never in training or validation)")
+    if args.captioner and args.contrast:
+        print(f"captions and answers decoded contrastively (--contrast {args.contrast:g}, plausibility 0.1)")
     width = max(len(name) for name, _ in rows + [("x" * 40, {})])
     print(f"  {'':{width}s} " + " ".join(f"{p:>8s}" for p in PARTS))
     for name, by_part in rows:

@@ -89,6 +89,10 @@ def test_caption_prints_one_line_per_image(run, shapes, capsys):
     vision_lm(["caption", "--checkpoint", ckpt, "--image", images[0], "--question", "how many shapes are there?",
                "--temperature", "0.8", "--top-k", "5", "--seed", "1", "--max-new-tokens", "3"])  # fmt: skip
     assert len(capsys.readouterr().out.splitlines()) == 1
+    vision_lm(
+        ["caption", "--checkpoint", ckpt, "--image", *images[:2], "--contrast", "1", "--max-new-tokens", "5"]
+    )
+    assert len(capsys.readouterr().out.splitlines()) == 2
 
 
 def test_export_hf_gives_the_same_logits(run, shapes, tmp_path):
@@ -139,6 +143,11 @@ def test_user_mistakes_exit_2_with_one_line(run, shapes, tmp_path, capsys):
             "3 prompts",
         ),  # fmt: skip
         (["caption", "--checkpoint", ckpt, "--image", image, "--temperature", "-1"], "--temperature"),
+        (["caption", "--checkpoint", ckpt, "--image", image, "--contrast", "-1"], "--contrast"),
+        (
+            ["caption", "--checkpoint", ckpt, "--image", image, "--contrast", "1", "--plausibility", "0"],
+            "--plausibility",
+        ),
         (
             [
                 "fit",
@@ -245,10 +254,12 @@ def test_report_scores_every_column_and_splits_exact_match_by_object_count(run, 
     siglip_with_tokenizer_of(ckpt, tmp_path / "siglip.ckpt")
     capsys.readouterr()
     report(["--data", str(shapes), "--captioner", str(ckpt), "--siglip", str(tmp_path / "siglip.ckpt"),
-            "--rerank", "substitutions", "--no-probes", "--examples", "1"])  # fmt: skip
+            "--rerank", "substitutions", "--no-probes", "--examples", "1", "--contrast", "1"])  # fmt: skip
     assert torch.is_grad_enabled()  # the report leaves its caller's autograd on
     rows = {}  # "  name  v v v": the table's rows, "-" where a column has nothing to score
-    for line in capsys.readouterr().out.splitlines():
+    out = capsys.readouterr().out
+    assert "decoded contrastively (--contrast 1" in out
+    for line in out.splitlines():
         *name, a, b, c = ["", "", ""] + line.split()
         if "".join(name) and all(v == "-" or v.replace(".", "", 1).isdigit() for v in (a, b, c)):
             rows[" ".join(name).strip()] = [None if v == "-" else float(v) for v in (a, b, c)]

@@ -159,3 +159,40 @@ def test_banned_ids_are_never_generated_and_change_nothing_else(model):
         logits = model.decode(x, prefix_lm_mask(torch.full((2,), n), n))[:, -1]  # (2, V)
     expected = logits.index_fill(-1, torch.tensor(banned), float("-inf")).argmax(-1)[0].item()
     assert constrained[0][0] == expected  # the best allowed id, the same forward otherwise
+
+
+def test_contrastive_scores_lift_what_the_image_adds_within_the_plausible_tokens():
+    from vision_lm.caption_generate import contrastive_logits
+
+    with_image = torch.tensor([[0.5, 0.4, 0.1]]).log()  # the image: "circle" (0) a little over "square" (1)
+    without = torch.tensor([[0.9, 0.05, 0.05]]).log()  # the text alone ("green ...") says circle
+    assert contrastive_logits(with_image, without, 0.0).argmax().item() == 0  # alpha 0: the plain decoder
+    score = contrastive_logits(with_image, without, 1.0, beta=0.1)
+    assert score.argmax().item() == 1  # 2 log 0.4 - log 0.05 > 2 log 0.5 - log 0.9
+    assert torch.allclose(score[0, :2], 2 * with_image[0, :2] - without[0, :2])
+    assert contrastive_logits(with_image, without, 1.0, beta=0.85)[0, 1] == float("-inf")  # 0.4 < 0.85 * 0.5
+    assert contrastive_logits(with_image, without, 1.0, beta=0.3)[0, 2] == float("-inf")  # 0.1 < 0.3 * 0.5
+
+
+def test_contrastive_generation_matches_a_slow_reference(model):
+    """Each step against two uncached teacher-forced passes (with the image; with zero image tokens)."""
+    from vision_lm.caption_generate import contrastive_logits
+
+    torch.manual_seed(5)
+    pixels = torch.randn(3, 3, 16, 16)
+    fast = generate(model, pixels, prompts(), 6, eos_id=63, contrast=1.5, plausibility=0.05)
+    img = model.encode_image(pixels)
+    for b, prompt in enumerate(prompts()):
+        ids = list(prompt)
+        for _ in range(6):
+            x = torch.tensor([ids])
+            with torch.no_grad():
+                lp = [model(None, x, torch.tensor([len(prompt)]), image_tokens=t)[:, -1]
+                      for t in (img[b : b + 1], torch.zeros_like(img[b : b + 1]))]  # fmt: skip
+            ids.append(int(contrastive_logits(*lp, 1.5, 0.05).argmax()))
+        assert fast[b] == ids[len(prompt) :]
+    plain = generate(model, pixels, prompts(), 6, eos_id=63)
+    assert generate(model, pixels, prompts(), 6, eos_id=63, contrast=1e-9) == plain  # the doubled batch alone
+    assert fast != plain  # the prior's weight changes what the random model says
+    slow = generate(model, pixels, prompts(), 6, eos_id=63, contrast=1.5, plausibility=0.05, use_cache=False)
+    assert slow == fast
