@@ -12,7 +12,8 @@ captioner's own top choices, searched a token at a time (`--candidates substitut
 
 `--contrast ALPHA` decodes with the decoder's language prior taken out (contrastive decoding,
 `caption_generate.contrastive_logits`): what the image adds to the text, so a colour-shape pair never
-seen in training can be named; it applies to every caption or answer generated, re-ranked or not.
+seen in training can be named; it applies to every caption or answer generated, and with `--rerank` to
+the captioner's vote on each substituted token as well.
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def reranked(args, loaded, pixels, prompts, sampling, device) -> list[str]:
             plausibility=args.plausibility,
         )  # fmt: skip
         return substitution_search(
-            loaded.model, loaded.tokenizer, siglip.model.to(device), siglip.tokenizer, pixels, siglip_pixels, greedy
+            loaded.model, loaded.tokenizer, siglip.model.to(device), siglip.tokenizer, pixels, siglip_pixels, greedy,
+            contrast=args.contrast,
         )  # fmt: skip
     temperature = args.temperature or 1.0
     candidates = n_best(

@@ -20,7 +20,8 @@ def captions_of(
     """Greedy captions of images (B, 3, S, S); with `rerank` = (SigLIP Loaded, its pixels), the best by
     SigLIP (`caption_rerank.py`) of n_best candidates sampled from a fixed seed, or with n_best 0, of
     the greedy captions' token substitutions (`greedy`: those captions, when the caller has them).
-    contrast: contrastive decoding's alpha (`caption_generate.contrastive_logits`; 0: plain)."""
+    contrast: contrastive decoding's alpha (`caption_generate.contrastive_logits`; 0: plain), also that of
+    the substitution search's content term."""
     import torch
 
     from vision_lm.caption_generate import caption_images
@@ -49,7 +50,14 @@ def captions_of(
                 else caption_images(loaded.model, tok, px, prompts, n, contrast=contrast)
             )
             out += substitution_search(
-                loaded.model, tok, siglip.model, siglip.tokenizer, px, siglip_px, start_from
+                loaded.model,
+                tok,
+                siglip.model,
+                siglip.tokenizer,
+                px,
+                siglip_px,
+                start_from,
+                contrast=contrast,
             )
     return out
 

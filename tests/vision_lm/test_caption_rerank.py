@@ -38,7 +38,7 @@ def models():
     return tok, cap, sig
 
 
-def reference(tok, cap, sig, pixels, caption, top_k, form_weight, content_weight=0.0):
+def reference(tok, cap, sig, pixels, caption, top_k, form_weight, content_weight=0.0, contrast=0.0):
     """One sweep for one image: every candidate encoded and scored on its own."""
     enc = TextEncoder(tok, cap.config.decoder.max_len)
     banned = [
@@ -47,9 +47,10 @@ def reference(tok, cap, sig, pixels, caption, top_k, form_weight, content_weight
         if i >= tok.vocab_size or i in tok.special_tokens.values() and i != tok.eos_id
     ]
 
-    def logprobs(text):
+    def logprobs(text, blind=False):  # blind: zero image tokens (the decoder's prior)
         ids, p, _ = enc.prefix_suffix(CAPTION_PREFIX, text)
-        logits = cap(pixels, torch.tensor([ids]), torch.tensor([p]))[0].float()
+        tokens = torch.zeros_like(cap.encode_image(pixels)) if blind else None
+        logits = cap(pixels, torch.tensor([ids]), torch.tensor([p]), image_tokens=tokens)[0].float()
         logits[:, banned] = float("-inf")
         n = len(enc.ids(text)) + 1  # the suffix with <|eos|>
         return ids, p, n, logits.log_softmax(-1)
@@ -58,8 +59,8 @@ def reference(tok, cap, sig, pixels, caption, top_k, form_weight, content_weight
         ids, p, n, logp = logprobs(text)
         return sum(float(logp[t - 1, ids[t]]) for t in range(p + i + 1, p + n))
 
-    def at(text, i):  # log p of suffix token i
-        ids, p, n, logp = logprobs(text)
+    def at(text, i, blind=False):  # log p of suffix token i
+        ids, p, n, logp = logprobs(text, blind)
         return float(logp[p + i - 1, ids[p + i]])
 
     def siglip_logit(text):
@@ -75,22 +76,27 @@ def reference(tok, cap, sig, pixels, caption, top_k, form_weight, content_weight
             if a == tok.eos_id or text in scores:
                 continue
             form, content = after(text, i) - after(caption, i), at(text, i) - at(caption, i)
+            if contrast:
+                content = (1 + contrast) * content - contrast * (at(text, i, True) - at(caption, i, True))
             scores[text] = siglip_logit(text) + form_weight * form + content_weight * content
     return max(scores, key=scores.get)
 
 
-@pytest.mark.parametrize("form_weight, content_weight", [(0.0, 0.0), (1.0, 0.0), (1.0, 0.5)])
-def test_one_sweep_picks_what_the_slow_reference_picks(models, form_weight, content_weight):
+@pytest.mark.parametrize(
+    "form_weight, content_weight, contrast",
+    [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (1.0, 0.5, 0.0), (1.0, 0.5, 2.0)],
+)
+def test_one_sweep_picks_what_the_slow_reference_picks(models, form_weight, content_weight, contrast):
     tok, cap, sig = models
     torch.manual_seed(1)
     pixels = torch.randn(3, 3, 16, 16)
     captions = TEXTS
     with torch.no_grad():
         got = substitution_search(
-            cap, tok, sig, tok, pixels, pixels, captions, 3, 1, form_weight, content_weight
+            cap, tok, sig, tok, pixels, pixels, captions, 3, 1, form_weight, content_weight, contrast
         )
         want = [
-            reference(tok, cap, sig, pixels[b : b + 1], c, 3, form_weight, content_weight)
+            reference(tok, cap, sig, pixels[b : b + 1], c, 3, form_weight, content_weight, contrast)
             for b, c in enumerate(captions)
         ]
     assert got == want
