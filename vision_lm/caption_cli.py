@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="ALPHA",
         help="contrastive decoding: score tokens by (1 + ALPHA) log p(token | image, text) - ALPHA log "
-        "p(token | text) (default 0: off; 1 names unseen colour-shape pairs more often, BENCHMARKS.md)",
+        "p(token | text) (default 0: off; 0.5 names unseen colour-shape pairs more often, BENCHMARKS.md)",
     )
     p.add_argument(
         "--plausibility",
