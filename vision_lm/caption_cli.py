@@ -97,14 +97,19 @@ def prompts_for(args) -> list[str]:
     return prompts
 
 
+def check_contrast(contrast: float, plausibility: float = 0.1) -> None:
+    """--contrast and --plausibility (here and in `demo_vision_report`)."""
+    if contrast < 0:
+        raise UserError(f"--contrast must be >= 0, got {contrast}")
+    if not 0 < plausibility <= 1:
+        raise UserError(f"--plausibility must be in (0, 1], got {plausibility}")
+
+
 def check(args) -> None:
     if args.max_new_tokens <= 0:
         raise UserError(f"--max-new-tokens must be positive, got {args.max_new_tokens}")
     check_sampling_args(args)
-    if args.contrast < 0:
-        raise UserError(f"--contrast must be >= 0, got {args.contrast}")
-    if not 0 < args.plausibility <= 1:
-        raise UserError(f"--plausibility must be in (0, 1], got {args.plausibility}")
+    check_contrast(args.contrast, args.plausibility)
     if (args.n_best is not None or args.candidates) and not args.rerank:
         flag = "--n-best" if args.n_best is not None else "--candidates"
         raise UserError(f"{flag} needs --rerank SIGLIP_CKPT to choose among the candidates")

@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         help="decode captions and answers contrastively (`vision-lm caption --contrast`; default 0: off)",
     )
     args = p.parse_args(argv)
-    if args.contrast < 0:
-        raise UserError(f"--contrast must be >= 0, got {args.contrast}")
+    from vision_lm.caption_cli import check_contrast
+
+    check_contrast(args.contrast)
     if not args.siglip and not args.captioner:
         raise UserError("give --siglip, --captioner or both")
     if args.rerank and not (args.siglip and args.captioner):
