@@ -12,6 +12,13 @@ rename itself is durable. A kill at any moment leaves the previous checkpoint in
 stray temporary file that the next save of the same name deletes (its name never ends in
 `.ckpt`, so Lightning never mistakes it for a checkpoint).
 
+`LastAndBest` is Lightning's `ModelCheckpoint` with `last.ckpt` always the newest state. Lightning
+2.6 writes `last.ckpt` only at a step where it also writes a top-k file, so once the monitored loss
+stops improving `last.ckpt` stays at the best step (a captioner whose val loss rose over its last
+2,000 of 6,000 steps kept a step-4000 `last.ckpt`, and `--ckpt_path last` would have resumed 2,000
+steps back), and a run ending between validations (`max_steps` off the validation grid) never writes
+its final steps at all.
+
 Loading turns every failure into a `UserError` naming the file (missing, truncated, not a
 checkpoint, or refused by `torch.load(weights_only=True)`, which is the default here: our
 systems keep their state as tensors and plain data, so a checkpoint cannot run code).
@@ -27,6 +34,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from shared.io import atomic_path
 from shared.train.checkpoint import load_checked
@@ -53,6 +61,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict[str, Any]:
         return load_checked(path, map_location, True if weights_only is None else weights_only)
+
+
+class LastAndBest(ModelCheckpoint):
+    """`ModelCheckpoint` whose `last.ckpt` is written at every checkpoint event and at the end of
+    training, whether or not the monitored metric improved (module docstring); the top-k files
+    are Lightning's own."""
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_behind(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_last_if_behind(trainer)
+
+    def _save_last_if_behind(self, trainer) -> None:
+        # skips when this step is saved already (the step's top-k save wrote last.ckpt too),
+        # while sanity checking and outside fit, as Lightning's own saves do
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -3,7 +3,7 @@
 It fixes the known pitfalls once:
 - TensorBoard under `trainer.default_root_dir` (no `hp_metric`), so `--trainer.default_root_dir`
   moves logs and checkpoints together and configs never hard-code a `save_dir`;
-- ModelCheckpoint (last + best by `val/loss`), LearningRateMonitor, Throughput, NonFiniteGuard
+- checkpoints (`checkpoint_io.LastAndBest`: last.ckpt always the newest state, best by `val/loss`), LearningRateMonitor, Throughput, NonFiniteGuard
   and Budget always present and configurable (`--checkpoint.*`, `--nonfinite.*`, `--budget.*`);
 - glibc keeps freed memory (shared/train/allocator.py): a step's buffers are not faulted in afresh;
 - `trainer.precision: auto` (shared/train/precision.py): bf16-mixed where bf16 matmuls measure
@@ -127,18 +127,18 @@ def _cli_class(prog: str, new_run_dirs: list[Path]):
     Run folders it creates are appended to `new_run_dirs`."""
     from jsonargparse import ArgumentError
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from shared.train.budget import Budget
     from shared.train.callbacks import NonFiniteGuard, Throughput
     from shared.train.checkpoint import check_checkpoint_file, load_error
-    from shared.train.checkpoint_io import AtomicCheckpointIO, newest_run
+    from shared.train.checkpoint_io import AtomicCheckpointIO, LastAndBest, newest_run
 
     class CLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(LastAndBest, "checkpoint")  # last.ckpt: the newest state
             parser.set_defaults(
                 {
                     "checkpoint.monitor": "val/loss",
