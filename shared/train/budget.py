@@ -105,6 +105,16 @@ class Budget(Timer):
         if self.max_tokens is not None and self.tokens >= self.max_tokens:
             trainer.should_stop = True
 
+    def _check_time_remaining(self, trainer) -> None:
+        """Timer's stop check. When the budget drives the schedule, the stop reads the fraction the
+        schedule read for the next step (`progress`, once per step) rather than the clock again: a
+        budget running out between those two reads would stop the run with its last rate above
+        zero, so the decay would not end at the budget."""
+        if not self.drives_schedule(trainer):
+            return super()._check_time_remaining(trainer)
+        if self.progress() >= 1.0:  # rank 0's value on every rank
+            trainer.should_stop = True
+
     # ------------------------------------------------------------------ what the schedule reads
     def drives_schedule(self, trainer) -> bool:
         """True when time or tokens, not steps, set the schedule's length (module docstring)."""
