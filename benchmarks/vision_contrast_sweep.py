@@ -3,7 +3,7 @@
     python benchmarks/vision_contrast_sweep.py --data DATA --captioner RUN [--settings 0:0.1 0.5:0.1 1:0.1 ...]
 
 Each setting ALPHA:BETA decodes every image of the report's three columns (`demo_vision_report`: seen,
-val pair, test) with `caption_images(..., contrast=ALPHA, plausibility=BETA)` and prints exact-match
+val pair, test) with `caption_eval.captions_of(..., contrast=ALPHA, plausibility=BETA)` and prints exact-match
 (one-object and several-object images apart) and held-out pair recall. Choose on the seen and val pair
 columns; the test column is read once, after the choice (BENCHMARKS.md, "Contrastive decoding").
 """
@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from vision_lm.caption_eval import caption_scores
-from vision_lm.caption_generate import caption_images
+from vision_lm.caption_eval import caption_scores, captions_of
 from vision_lm.checkpoint import captioner_from_checkpoint
 from vision_lm.demo_vision_report import PARTS, checkpoint_of, load_part
-from vision_lm.text_batch import CAPTION_PREFIX
 
 
 def main() -> None:
@@ -30,7 +26,7 @@ def main() -> None:
     )
     args = p.parse_args()
     cap = captioner_from_checkpoint(checkpoint_of(args.captioner))
-    size, n = cap.model.config.vision.image_size, cap.model.config.decoder.max_len
+    size = cap.model.config.vision.image_size
     parts = {}
     for part in PARTS:
         got = load_part(args.data, part, size)
@@ -47,13 +43,7 @@ def main() -> None:
         alpha, beta = map(float, setting.split(":"))
         cells = []
         for recs, pixels, pairs in parts.values():
-            captions = []
-            with torch.no_grad():
-                for s in range(0, len(recs), 100):
-                    px = pixels[s : s + 100]
-                    captions += caption_images(
-                        cap.model, cap.tokenizer, px, [CAPTION_PREFIX] * len(px), n, contrast=alpha, plausibility=beta
-                    )  # fmt: skip
+            captions = captions_of(cap, recs, pixels, contrast=alpha, plausibility=beta)
             sc = caption_scores(captions, recs, pairs)
             cells.append(
                 f"{sc['caption_exact']:.3f} ({sc['caption_exact_one']:.2f} / {sc['caption_exact_several']:.2f}), "

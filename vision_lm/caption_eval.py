@@ -16,12 +16,13 @@ def captions_of(
     greedy: list[str] | None = None,
     batch_size: int = 100,
     contrast: float = 0.0,
+    plausibility: float = 0.1,
 ) -> list[str]:
     """Greedy captions of images (B, 3, S, S); with `rerank` = (SigLIP Loaded, its pixels), the best by
     SigLIP (`caption_rerank.py`) of n_best candidates sampled from a fixed seed, or with n_best 0, of
     the greedy captions' token substitutions (`greedy`: those captions, when the caller has them).
-    contrast: contrastive decoding's alpha (`caption_generate.contrastive_logits`; 0: plain), also that of
-    the substitution search's content term."""
+    contrast, plausibility: contrastive decoding's alpha and beta (`caption_generate.contrastive_logits`;
+    alpha 0: plain); alpha is also that of the substitution search's content term."""
     import torch
 
     from vision_lm.caption_generate import caption_images
@@ -32,22 +33,23 @@ def captions_of(
     tok, n = loaded.tokenizer, loaded.model.config.decoder.max_len  # a suffix is never longer than max_len
     out: list[str] = []
     generator = torch.Generator().manual_seed(0)
+    decoding = dict(contrast=contrast, plausibility=plausibility)
     for start in range(0, len(recs), batch_size):
         px = pixels[start : start + batch_size]
         prompts = [CAPTION_PREFIX] * len(px)
         if rerank is None:
-            out += caption_images(loaded.model, tok, px, prompts, n, contrast=contrast)
+            out += caption_images(loaded.model, tok, px, prompts, n, **decoding)
             continue
         siglip, siglip_px = rerank
         siglip_px = siglip_px[start : start + batch_size]
         if n_best:
-            cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n, contrast=contrast)
+            cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n, **decoding)
             out += siglip_rerank(siglip.model, siglip.tokenizer, siglip_px, cands)
         else:
             start_from = (
                 greedy[start : start + batch_size]
                 if greedy
-                else caption_images(loaded.model, tok, px, prompts, n, contrast=contrast)
+                else caption_images(loaded.model, tok, px, prompts, n, **decoding)
             )
             out += substitution_search(
                 loaded.model,

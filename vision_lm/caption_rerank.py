@@ -127,7 +127,7 @@ def substitution_search(
 
     def suffix_logprobs(rows: list[int], texts: list[str]):
         """Teacher-forced log p of every suffix token (caption and <|eos|>): (len(texts), T), 0 elsewhere;
-        the same read with zero image tokens (the prior; zeros without contrast); prefix lengths; log p."""
+        the same read with zero image tokens (the prior; None without contrast); prefix lengths; log p."""
         batch = encoder.prefix_suffix_batch([CAPTION_PREFIX] * len(texts), texts)
         ids, suffix = batch["input_ids"], batch["loss_mask"]
 
@@ -139,7 +139,7 @@ def substitution_search(
             return out.where(suffix, 0.0), logp  # pads' -inf dropped
 
         out, logp = read(image_tokens[rows])
-        prior = read(torch.zeros_like(image_tokens[rows]))[0] if contrast else torch.zeros(ids.shape)
+        prior = read(torch.zeros_like(image_tokens[rows]))[0] if contrast else None
         return out, prior, batch["prefix_len"], logp
 
     current = list(captions)
@@ -165,7 +165,8 @@ def substitution_search(
             col = (pl + torch.tensor(changed_at[s : s + 512]))[:, None]  # the changed token's column
             delta = lp - lp0[rows[s : s + 512]]
             form[s : s + 512] = delta.where(pos > col, 0.0).sum(1)
-            delta = (1 + contrast) * delta - contrast * (prior - prior0[rows[s : s + 512]])
+            if contrast:
+                delta = (1 + contrast) * delta - contrast * (prior - prior0[rows[s : s + 512]])
             content[s : s + 512] = delta.where(pos == col, 0.0).sum(1)
         sig_txt = torch.cat([
             siglip.encode_text(sig_encoder.captions(cands[s : s + 512])) for s in range(0, len(cands), 512)
