@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> None:
         plausibility=args.plausibility,
     )  # fmt: skip
     if args.rerank:
+        from vision_lm.caption_eval import check_rerank_order
+
+        check_rerank_order(loaded)
         texts = reranked(args, loaded, pixels, prompts, sampling, device)
     else:
         texts = caption_images(
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
             temperature=args.temperature,
             **sampling,
         )
-    for text in texts:
+    for text in loaded.readable(texts):
         print(text, flush=True)
 
 

@@ -22,7 +22,8 @@ def captions_of(
     SigLIP (`caption_rerank.py`) of n_best candidates sampled from a fixed seed, or with n_best 0, of
     the greedy captions' token substitutions (`greedy`: those captions, when the caller has them).
     contrast, plausibility: contrastive decoding's alpha and beta (`caption_generate.contrastive_logits`;
-    alpha 0: plain); alpha is also that of the substitution search's content term."""
+    alpha 0: plain); alpha is also that of the substitution search's content term. Captions come back
+    in the grammar's order whatever order the captioner was trained in (`LoadedCaptioner.readable`)."""
     import torch
 
     from vision_lm.caption_generate import caption_images
@@ -31,6 +32,8 @@ def captions_of(
     from vision_lm.text_batch import CAPTION_PREFIX
 
     tok, n = loaded.tokenizer, loaded.model.config.decoder.max_len  # a suffix is never longer than max_len
+    if rerank is not None:
+        check_rerank_order(loaded)
     out: list[str] = []
     generator = torch.Generator().manual_seed(0)
     decoding = dict(contrast=contrast, plausibility=plausibility)
@@ -38,7 +41,7 @@ def captions_of(
         px = pixels[start : start + batch_size]
         prompts = [CAPTION_PREFIX] * len(px)
         if rerank is None:
-            out += caption_images(loaded.model, tok, px, prompts, n, **decoding)
+            out += loaded.readable(caption_images(loaded.model, tok, px, prompts, n, **decoding))
             continue
         siglip, siglip_px = rerank
         siglip_px = siglip_px[start : start + batch_size]
@@ -62,6 +65,17 @@ def captions_of(
                 contrast=contrast,
             )
     return out
+
+
+def check_rerank_order(loaded) -> None:
+    """The SigLIP re-rank searches and scores the captioner's own token order: the grammar's only."""
+    from shared.errors import UserError
+
+    if loaded.caption_order != "as_written":
+        raise UserError(
+            f"the SigLIP re-rank reads captions as the grammar writes them; this captioner was trained "
+            f"with data.caption_order {loaded.caption_order}"
+        )
 
 
 def caption_scores(captions: list[str], recs, pairs: list[str]) -> dict[str, float]:

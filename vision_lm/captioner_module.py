@@ -277,6 +277,25 @@ class CaptionerModule(System):
         share = (k + 1) // 2 if self.data.mode == "multitask" else k
         return len(self._samples) < k and sum(s[-1] == task for s in self._samples) < share
 
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The base's model type, config and tokenizer, plus the order its captions were trained in."""
+        super().on_save_checkpoint(checkpoint)
+        order = getattr(self.data, "caption_order", "as_written")
+        if order != "as_written":
+            checkpoint["caption_order"] = order
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        saved, order = (
+            checkpoint.get("caption_order", "as_written"),
+            getattr(self.data, "caption_order", None),
+        )
+        if order not in (None, saved):  # scoring it in another order would count every caption wrong
+            raise UserError(
+                f"the checkpoint was trained with data.caption_order {saved}; this run sets {order}"
+            )
+
     def on_validation_epoch_end(self):
         self._log_generation("val")
 

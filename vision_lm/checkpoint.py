@@ -40,6 +40,14 @@ class Loaded:
 class LoadedCaptioner:
     model: PaliGemma
     tokenizer: Tokenizer | None
+    caption_order: str = "as_written"
+    """The order its training captions put words in (`data.caption_order`; `readable` undoes it)."""
+
+    def readable(self, captions: list[str]) -> list[str]:
+        """Generated captions in the grammar's order ("a small circle red" -> "a small red circle")."""
+        from vision_lm.shapes_scene import swap_color_shape
+
+        return [swap_color_shape(c) for c in captions] if self.caption_order == "shape_first" else captions
 
 
 def model_type(ckpt: dict) -> str:
@@ -91,7 +99,7 @@ def captioner_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loa
         state = submodule_state(ckpt)
         state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
         load_state_strict(model, state, str(path))
-    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path))
+    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), ckpt.get("caption_order", "as_written"))
 
 
 def load_captioner_weights(model: PaliGemma, path: str | Path) -> None:

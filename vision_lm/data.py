@@ -35,6 +35,7 @@ length; splits are decoded only when a loader asks for them, so nothing here wai
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -48,7 +49,13 @@ from shared.tokenizer import Tokenizer
 from shared.train.stream_sampler import ResumableLoader, StreamSampler, lightning_batches_done
 from vision_lm.image_dataset import Collate, ImageTextDataset
 from vision_lm.records import Record, Split, open_splits
-from vision_lm.shapes_scene import color_names, shape_names, zero_shot_prompts
+from vision_lm.shapes_scene import (
+    CAPTION_ORDERS,
+    color_names,
+    shape_names,
+    swap_color_shape,
+    zero_shot_prompts,
+)
 from vision_lm.shapes_stream import ShapesStream, StreamRecords
 from vision_lm.shapes_style import Diversity
 from vision_lm.templates import derive_templates
@@ -79,6 +86,7 @@ class ImageTextDataModule(L.LightningDataModule):
         train_stream: bool = False,
         stream_diversity: dict[str, bool] | None = None,
         samples_per_epoch: int | None = None,
+        caption_order: str = "as_written",
     ):
         """
         Args:
@@ -109,6 +117,10 @@ class ImageTextDataModule(L.LightningDataModule):
                 size_jitter, backgrounds (default true), extra_colors, extra_shapes (default false).
             samples_per_epoch: streamed pairs per epoch over all devices (None: as many as the
                 folder's train split holds); only the validation schedule and the bar see epochs.
+            caption_order: "shape_first" (a shapes set, the captioner's modes): every caption's noun
+                phrases trained shape first, "a small circle red", so the shape is not predicted from the
+                colour; the checkpoint records it and `vision-lm caption` and the report print the
+                grammar's order. "as_written" (default): captions as the data has them.
         """
         super().__init__()
         if batch_size <= 0:
@@ -124,6 +136,15 @@ class ImageTextDataModule(L.LightningDataModule):
         self.templates = zero_shot_templates
         self.train_stream, self.samples_per_epoch = train_stream, samples_per_epoch
         self.diversity = Diversity.from_dict(stream_diversity, "data.stream_diversity")
+        if caption_order not in CAPTION_ORDERS:
+            raise UserError(
+                f"data.caption_order must be one of {', '.join(CAPTION_ORDERS)}, got {caption_order!r}"
+            )
+        if caption_order != "as_written" and mode == "contrastive":
+            raise UserError(
+                "data.caption_order is for the captioner (data.mode captioning, vqa or multitask)"
+            )
+        self.caption_order = caption_order
         self.splits: dict[str, Split] | None = None
         self.info: dict = {}
         self.tokenizer: Tokenizer | None = None
@@ -144,6 +165,13 @@ class ImageTextDataModule(L.LightningDataModule):
         self.splits, self.info = open_splits(self.data_dir, self.mode, self.image_field, self.text_field)
         if self.train_stream and not self.streaming:
             rank_zero_info(f"{self.data_dir} is not a shapes set: data.train_stream is ignored")
+        if self.caption_order == "shape_first":
+            if self.info.get("name") != "shapes":
+                raise UserError(
+                    f"data.caption_order shape_first rewrites shapes captions; {self.data_dir} is not a shapes set"
+                )
+            for split in self.splits.values():
+                split.records = [dataclasses.replace(r, text=swap_color_shape(r.text)) for r in split.records]
         if self.streaming:  # what training shows, for whoever builds texts from words (hard negatives)
             self.info = {
                 **self.info,
@@ -197,7 +225,7 @@ class ImageTextDataModule(L.LightningDataModule):
         tasks = MODE_TASKS[self.mode]
         folder = self.info.get("splits", {}).get("train", 0) * len(tasks)
         n = self.samples_per_epoch or folder or 10_000 * len(tasks)  # a folder made with --n-train 0
-        return ShapesStream(self.info["seed"], image_size, n, self.diversity, tasks)
+        return ShapesStream(self.info["seed"], image_size, n, self.diversity, tasks, self.caption_order)
 
     def dataset(self, split: str) -> Dataset:
         """The split's dataset, built on first use (after `bind`, so the image size is known)."""

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from vision_lm.records import Record
 from vision_lm.shapes import describe, render
-from vision_lm.shapes_scene import Shape
+from vision_lm.shapes_scene import Shape, swap_color_shape
 from vision_lm.shapes_style import Diversity
 
 STREAM_SPLIT = "train"
@@ -56,16 +56,21 @@ class ShapesStream(Dataset):
         samples_per_epoch: int,
         diversity: Diversity | None = None,
         tasks: tuple[str, ...] = ("caption",),
+        caption_order: str = "as_written",
     ):
         self.seed, self.image_size, self.samples_per_epoch = seed, image_size, samples_per_epoch
         self.diversity, self.tasks = diversity or Diversity(), tuple(tasks)
+        self.shape_first = caption_order == "shape_first"  # `shapes_scene.CAPTION_ORDERS`
 
     def __len__(self) -> int:
         return self.samples_per_epoch
 
     def scene(self, k: int):
         """(scene, background, metadata line) of scene k, without drawing it."""
-        return describe(self.seed, STREAM_SPLIT, k, self.image_size, self.diversity)
+        scene, background, meta = describe(self.seed, STREAM_SPLIT, k, self.image_size, self.diversity)
+        if self.shape_first:
+            meta = {**meta, "text": swap_color_shape(meta["text"])}
+        return scene, background, meta
 
     def record(self, j: int) -> Record:
         k = j // len(self.tasks)

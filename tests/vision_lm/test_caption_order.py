@@ -1,0 +1,90 @@
+"""`data.caption_order shape_first` (issue 13): the captioner trains on shape-first noun phrases, the
+checkpoint says so, and what users read (`vision-lm caption`, the report) is in the grammar's order."""
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+
+from shared.errors import UserError
+from vision_lm.shapes_scene import Shape, caption, swap_color_shape
+from vision_lm.shapes_stream import ShapesStream
+from vision_lm.shapes_style import Diversity
+
+
+def test_swap_writes_the_shape_first_grammar_and_undoes_it(monkeypatch):
+    stream = ShapesStream(7, 64, 100, Diversity(extra_colors=True))
+    scenes = [stream.scene(k)[0] for k in range(300)]
+    written = [caption(s) for s in scenes]
+    monkeypatch.setattr(Shape, "phrase", property(lambda s: f"a {s.size} {s.shape} {s.color}"))
+    shape_first = [caption(s) for s in scenes]
+    assert any(", " in c for c in written) and any(" left of " in c for c in written)
+    assert [swap_color_shape(c) for c in written] == shape_first != written
+    assert [swap_color_shape(c) for c in shape_first] == written
+    assert swap_color_shape("red circle") == "red circle"  # labels and answers have no phrase
+
+
+def module_and_data(shapes, order="shape_first"):
+    from vision_lm.captioner_module import CaptionerModule
+    from vision_lm.data import ImageTextDataModule
+
+    dm = ImageTextDataModule(
+        str(shapes), mode="multitask", batch_size=8, train_stream=True, caption_order=order
+    )
+    module = CaptionerModule()
+    module._trainer = SimpleNamespace(datamodule=dm, global_step=0, global_rank=0, state=None)
+    dm.setup("fit")
+    module.setup("fit")
+    module.configure_model()
+    return module, dm
+
+
+def test_training_and_validation_read_shape_first_captions(shapes):
+    _, dm = module_and_data(shapes)
+    _, plain = module_and_data(shapes, "as_written")
+    for split in ("val", "test"):
+        got, want = dm.records(split), plain.records(split)
+        assert [r.text for r in got] == [swap_color_shape(r.text) for r in want]
+        assert [(r.question, r.answer) for r in got] == [(r.question, r.answer) for r in want]
+    streamed, written = dm.records("train"), plain.records("train")
+    assert [streamed[j].text for j in range(0, 40, 2)] == [
+        swap_color_shape(written[j].text) for j in range(0, 40, 2)
+    ]
+
+
+def test_the_checkpoint_records_the_order_and_readers_undo_it(shapes):
+    from vision_lm.caption_eval import check_rerank_order
+    from vision_lm.checkpoint import LoadedCaptioner
+
+    module, dm = module_and_data(shapes)
+    ckpt = {}
+    module.on_save_checkpoint(ckpt)
+    assert ckpt["caption_order"] == "shape_first"
+    loaded = LoadedCaptioner(module.model, dm.tokenizer, ckpt["caption_order"])
+    assert loaded.readable(["a small circle red left of a large square blue", "yes"]) == [
+        "a small red circle left of a large blue square",
+        "yes",
+    ]
+    with pytest.raises(UserError, match="re-rank"):
+        check_rerank_order(loaded)
+    plain, _ = module_and_data(shapes, "as_written")
+    with pytest.raises(UserError, match="caption_order shape_first"):
+        plain.on_load_checkpoint(ckpt)  # evaluating it as written would score the wrong order
+    ckpt_plain = {}
+    plain.on_save_checkpoint(ckpt_plain)
+    assert "caption_order" not in ckpt_plain
+
+
+def test_mistakes_are_one_user_error(shapes, tmp_path):
+    from vision_lm.data import ImageTextDataModule
+
+    with pytest.raises(UserError, match="caption_order must be one of"):
+        ImageTextDataModule(str(shapes), mode="captioning", caption_order="colour_last")
+    with pytest.raises(UserError, match="for the captioner"):
+        ImageTextDataModule(str(shapes), mode="contrastive", caption_order="shape_first")
+    mine = shutil.copytree(shapes, tmp_path / "mine")
+    info = json.loads((mine / "dataset_info.json").read_text())
+    (mine / "dataset_info.json").write_text(json.dumps({**info, "name": "mine"}))
+    with pytest.raises(UserError, match="not a shapes set"):
+        ImageTextDataModule(str(mine), mode="captioning", caption_order="shape_first").setup("fit")
