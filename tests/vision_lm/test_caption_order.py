@@ -3,6 +3,7 @@ checkpoint says so, and what users read (`vision-lm caption`, the report) is in 
 
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -88,3 +89,37 @@ def test_mistakes_are_one_user_error(shapes, tmp_path):
     (mine / "dataset_info.json").write_text(json.dumps({**info, "name": "mine"}))
     with pytest.raises(UserError, match="not a shapes set"):
         ImageTextDataModule(str(mine), mode="captioning", caption_order="shape_first").setup("fit")
+
+
+@pytest.mark.slow
+def test_the_cli_trains_it_prints_the_grammar_and_refuses_other_orders(shapes, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import vision_lm.caption_generate as generate
+    from vision_lm.cli import main as vision_lm
+
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "vision" / "paligemma-shapes.yaml")
+    quiet = ["--data.batch_size", "8", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
+             "false", "--trainer.limit_val_batches", "1", "--model.init_args.max_new_tokens", "24"]  # fmt: skip
+    vision_lm(["fit", "-c", config, "--data.data_dir", str(shapes), "--data.caption_order", "shape_first",
+               "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "2", *quiet])  # fmt: skip
+    ckpt = str(tmp_path / "paligemma-tiny" / "version_0" / "checkpoints" / "last.ckpt")
+    assert torch.load(ckpt, weights_only=True)["caption_order"] == "shape_first"
+    image = str(shapes / "test" / "000000.png")
+    monkeypatch.setattr(
+        generate, "caption_images", lambda *a, **k: ["a large square blue left of a small circle red"]
+    )
+    capsys.readouterr()
+    vision_lm(["caption", "--checkpoint", ckpt, "--image", image])
+    assert capsys.readouterr().out.strip() == "a large blue square left of a small red circle"
+    for argv, culprit in [
+        (
+            ["test", "-c", config, "--data.data_dir", str(shapes), "--ckpt_path", ckpt, *quiet],
+            "caption_order",
+        ),
+        (["caption", "--checkpoint", ckpt, "--image", image, "--rerank", ckpt], "re-rank"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            vision_lm(argv)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 2 and culprit in err
