@@ -157,9 +157,6 @@ def main(argv: list[str] | None = None) -> None:
         plausibility=args.plausibility,
     )  # fmt: skip
     if args.rerank:
-        from vision_lm.caption_eval import check_rerank_order
-
-        check_rerank_order(loaded)
         texts = reranked(args, loaded, pixels, prompts, sampling, device)
     else:
         texts = caption_images(
@@ -196,7 +193,7 @@ def reranked(args, loaded, pixels, prompts, sampling, device) -> list[str]:
         )  # fmt: skip
         return substitution_search(
             loaded.model, loaded.tokenizer, siglip.model.to(device), siglip.tokenizer, pixels, siglip_pixels, greedy,
-            contrast=args.contrast,
+            contrast=args.contrast, as_read=loaded.readable,
         )  # fmt: skip
     temperature = args.temperature or 1.0
     candidates = n_best(
@@ -209,7 +206,9 @@ def reranked(args, loaded, pixels, prompts, sampling, device) -> list[str]:
         max_new_tokens=args.max_new_tokens,
         **sampling,
     )
-    return siglip_rerank(siglip.model.to(device), siglip.tokenizer, siglip_pixels, candidates)
+    return siglip_rerank(
+        siglip.model.to(device), siglip.tokenizer, siglip_pixels, candidates, loaded.readable
+    )
 
 
 if __name__ == "__main__":

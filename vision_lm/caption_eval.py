@@ -32,8 +32,6 @@ def captions_of(
     from vision_lm.text_batch import CAPTION_PREFIX
 
     tok, n = loaded.tokenizer, loaded.model.config.decoder.max_len  # a suffix is never longer than max_len
-    if rerank is not None:
-        check_rerank_order(loaded)
     out: list[str] = []
     generator = torch.Generator().manual_seed(0)
     decoding = dict(contrast=contrast, plausibility=plausibility)
@@ -47,14 +45,16 @@ def captions_of(
         siglip_px = siglip_px[start : start + batch_size]
         if n_best:
             cands = propose(loaded.model, tok, px, prompts, n_best, 1.0, generator, n, **decoding)
-            out += siglip_rerank(siglip.model, siglip.tokenizer, siglip_px, cands)
+            out += loaded.readable(
+                siglip_rerank(siglip.model, siglip.tokenizer, siglip_px, cands, loaded.readable)
+            )
         else:
             start_from = (
-                greedy[start : start + batch_size]
+                loaded.own_order(greedy[start : start + batch_size])
                 if greedy
                 else caption_images(loaded.model, tok, px, prompts, n, **decoding)
             )
-            out += substitution_search(
+            found = substitution_search(
                 loaded.model,
                 tok,
                 siglip.model,
@@ -63,19 +63,10 @@ def captions_of(
                 siglip_px,
                 start_from,
                 contrast=contrast,
+                as_read=loaded.readable,
             )
+            out += loaded.readable(found)
     return out
-
-
-def check_rerank_order(loaded) -> None:
-    """The SigLIP re-rank searches and scores the captioner's own token order: the grammar's only."""
-    from shared.errors import UserError
-
-    if loaded.caption_order != "as_written":
-        raise UserError(
-            f"the SigLIP re-rank reads captions as the grammar writes them; this captioner was trained "
-            f"with data.caption_order {loaded.caption_order}"
-        )
 
 
 def caption_scores(captions: list[str], recs, pairs: list[str]) -> dict[str, float]:

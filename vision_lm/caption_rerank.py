@@ -61,14 +61,17 @@ def n_best(
 
 
 @torch.no_grad()
-def siglip_rerank(siglip, tokenizer, pixels: torch.Tensor, candidates: list[list[str]]) -> list[str]:
+def siglip_rerank(
+    siglip, tokenizer, pixels: torch.Tensor, candidates: list[list[str]], as_read=None
+) -> list[str]:
     """SigLIP model + its tokenizer, pixels (B, 3, S, S) at SigLIP's image size, B candidate lists ->
-    the best candidate of each image by the SigLIP logit (the first on ties)."""
+    the best candidate of each image by the SigLIP logit (the first on ties). as_read: texts -> the
+    texts SigLIP reads (`LoadedCaptioner.readable`: a shape-first captioner's in the grammar's order)."""
     img = siglip.encode_image(pixels)  # (B, E)
     encoder = TextEncoder(tokenizer, siglip.config.text.max_len)
     best = []
     for b, texts in enumerate(candidates):
-        ids = encoder.captions(texts).to(pixels.device)  # (N, max_len)
+        ids = encoder.captions(as_read(texts) if as_read else texts).to(pixels.device)  # (N, max_len)
         logits = siglip.logits(img[b : b + 1], siglip.encode_text(ids))[0]  # (N,)
         best.append(texts[int(logits.argmax())])
     return best
@@ -88,6 +91,7 @@ def substitution_search(
     form_weight: float = 1.0,
     content_weight: float = 0.5,
     contrast: float = 0.0,
+    as_read=None,
 ) -> list[str]:
     """Greedy captions improved one token at a time, the content chosen by SigLIP, the form by the captioner.
 
@@ -115,6 +119,10 @@ def substitution_search(
     it still knows which object an attribute belongs to, without its prior against held-out pairs.
     The form term and the alternatives proposed stay those of the plain captioner (contrastive, the form
     term breaks the grammar of right captions: seen exact 0.96 -> 0.77 on one seed).
+
+    as_read: captions -> the texts SigLIP reads (`LoadedCaptioner.readable`: a captioner trained with
+    `data.caption_order: shape_first` writes "a small circle red", SigLIP reads "a small red circle");
+    the search and its result stay in the captioner's own order.
     """
     from vision_lm.caption_generate import special_ids
     from vision_lm.text_batch import CAPTION_PREFIX
@@ -169,7 +177,8 @@ def substitution_search(
                 delta = (1 + contrast) * delta - contrast * (prior - prior0[rows[s : s + 512]])
             content[s : s + 512] = delta.where(pos == col, 0.0).sum(1)
         sig_txt = torch.cat([
-            siglip.encode_text(sig_encoder.captions(cands[s : s + 512])) for s in range(0, len(cands), 512)
+            siglip.encode_text(sig_encoder.captions((as_read or list)(cands[s : s + 512])))
+            for s in range(0, len(cands), 512)
         ])  # fmt: skip
         sig = (siglip.logit_scale.exp() * (sig_img[rows] * sig_txt).sum(-1) + siglip.logit_bias).float()
         score = sig + form_weight * form + content_weight * content

@@ -49,6 +49,10 @@ class LoadedCaptioner:
 
         return [swap_color_shape(c) for c in captions] if self.caption_order == "shape_first" else captions
 
+    def own_order(self, captions: list[str]) -> list[str]:
+        """Captions in the grammar's order -> in the captioner's own (the inverse of `readable`)."""
+        return self.readable(captions)  # the swap is its own inverse
+
 
 def model_type(ckpt: dict) -> str:
     """ "paligemma", "siglip" (also when the checkpoint names no type) or "llama" (a text-lm one)."""

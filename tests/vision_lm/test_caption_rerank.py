@@ -38,8 +38,10 @@ def models():
     return tok, cap, sig
 
 
-def reference(tok, cap, sig, pixels, caption, top_k, form_weight, content_weight=0.0, contrast=0.0):
-    """One sweep for one image: every candidate encoded and scored on its own."""
+def reference(
+    tok, cap, sig, pixels, caption, top_k, form_weight, content_weight=0.0, contrast=0.0, as_read=None
+):
+    """One sweep for one image: every candidate encoded and scored on its own; SigLIP reads as_read(text)."""
     enc = TextEncoder(tok, cap.config.decoder.max_len)
     banned = [
         i
@@ -64,7 +66,7 @@ def reference(tok, cap, sig, pixels, caption, top_k, form_weight, content_weight
         return float(logp[p + i - 1, ids[p + i]])
 
     def siglip_logit(text):
-        ids = TextEncoder(tok, sig.config.text.max_len).captions([text])
+        ids = TextEncoder(tok, sig.config.text.max_len).captions(as_read([text]) if as_read else [text])
         return float(sig(pixels, ids).logits_per_image[0, 0])
 
     toks = enc.ids(caption)
@@ -101,6 +103,23 @@ def test_one_sweep_picks_what_the_slow_reference_picks(models, form_weight, cont
         ]
     assert got == want
     assert got != captions  # random models disagree with the captions: something was substituted
+
+
+def test_siglip_reads_the_candidates_as_read_gives_them(models):
+    """A shape-first captioner's candidates go to SigLIP in the grammar's order (`LoadedCaptioner.readable`);
+    here a word-order reversal, which changes every text, stands in for it."""
+    tok, cap, sig = models
+    torch.manual_seed(1)
+    pixels = torch.randn(3, 3, 16, 16)
+    as_read = lambda texts: [" ".join(reversed(t.split())) for t in texts]  # noqa: E731
+    with torch.no_grad():
+        got = substitution_search(cap, tok, sig, tok, pixels, pixels, TEXTS, 3, 1, 0.0, 0.0, as_read=as_read)
+        plain = substitution_search(cap, tok, sig, tok, pixels, pixels, TEXTS, 3, 1, 0.0, 0.0)
+        want = [
+            reference(tok, cap, sig, pixels[b : b + 1], c, 3, 0.0, 0.0, as_read=as_read)
+            for b, c in enumerate(TEXTS)
+        ]
+    assert got == want and got != plain  # what SigLIP reads changes its choice
 
 
 def test_more_sweeps_never_lower_siglips_score_without_the_captioner_terms(models):
