@@ -66,7 +66,6 @@ class CaptionerModule(System):
         max_new_tokens: int = 24,
         sample_images: int = 8,
         word_dropout: float = 0.0,
-        image_dropout: float = 0.0,
     ):
         """
         Args:
@@ -101,10 +100,6 @@ class CaptionerModule(System):
                 them; one that cannot has to read the shape off the image, which is what a held-out
                 colour-shape pair needs. Measured at 1200 steps: no gain, and repeated phrases at 0.25
                 (BENCHMARKS.md, issue 13). 0 (the default) turns it off.
-            image_dropout: in training, the fraction of examples read with all-zero image tokens (what
-                `--contrast` decodes its text-only rows with), so that the decoder also learns the text
-                alone and contrastive decoding subtracts a prior it was trained to give: classifier-free
-                guidance's condition dropout (Ho & Salimans 2022). 0 (the default) turns it off.
         """
         super().__init__(
             config or PaliGemmaConfig(),
@@ -120,9 +115,8 @@ class CaptionerModule(System):
             raise UserError(f"vision_lr_multiplier must be >= 0, got {vision_lr_multiplier}")
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        for name, rate in (("word_dropout", word_dropout), ("image_dropout", image_dropout)):
-            if not 0 <= rate < 1:
-                raise UserError(f"{name} must be in [0, 1), got {rate}")
+        if not 0 <= word_dropout < 1:
+            raise UserError(f"word_dropout must be in [0, 1), got {word_dropout}")
         if init_from and vision_init_from:
             raise UserError(
                 "set init_from (a whole captioner) or vision_init_from (an image tower), not both"
@@ -219,11 +213,7 @@ class CaptionerModule(System):
         ids = batch["input_ids"]
         rate = self.hparams.get("word_dropout")
         seen = drop_suffix_words(ids, batch["loss_mask"], self.data.tokenizer, rate) if rate else ids
-        img = None
-        if drop := self.hparams.get("image_dropout"):  # rows without their image, as --contrast reads them
-            img = self.model.encode_image(batch["pixel_values"])
-            img = img * (torch.rand(img.shape[0], 1, 1, device=img.device) >= drop).to(img.dtype)
-        logits = self.model(batch["pixel_values"], seen, batch["prefix_len"], image_tokens=img)
+        logits = self.model(batch["pixel_values"], seen, batch["prefix_len"])
         loss = suffix_loss(logits, ids, batch["loss_mask"])  # scored on the true ids
         self.log("train/loss", loss, prog_bar=True)
         return loss
