@@ -112,6 +112,8 @@ def test_the_cli_trains_it_prints_the_grammar_and_refuses_another_order_in_evalu
     capsys.readouterr()
     vision_lm(["caption", "--checkpoint", ckpt, "--image", image])
     assert capsys.readouterr().out.strip() == "a large blue square left of a small red circle"
+    vision_lm(["export-hf", "--checkpoint", ckpt, "--out", str(tmp_path / "hf")])
+    assert "writes captions shape_first" in capsys.readouterr().out  # transformers prints the trained order
     for argv, culprit in [
         (
             ["test", "-c", config, "--data.data_dir", str(shapes), "--ckpt_path", ckpt, *quiet],
