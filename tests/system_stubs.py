@@ -25,10 +25,11 @@ class TextDataStub:
 
 
 class ImageTextDataStub:
-    """Satisfies ImageTextData: a tokenizer it trained (or was given), the bound sizes."""
+    """Satisfies ImageTextData and CaptionData: a tokenizer it trained (or was given), the bound sizes."""
 
     def __init__(self, tokenizer, trained=True, mode="contrastive"):
         self.tokenizer, self.tokenizer_trained, self.mode = tokenizer, trained, mode
+        self.caption_order = "as_written"
         self.zero_shot_classes, self.zero_shot_templates = ["red circle"], ["a small {}"]
         self.bound = None
 

@@ -33,7 +33,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
 
 from shared.errors import UserError
-from shared.train.data_contract import ImageTextData
+from shared.train.data_contract import CaptionData
 from shared.train.finetune import LoRAConfig, set_lora
 from shared.train.system import System
 from vision_lm.caption_generate import generate, prompt_ids, special_ids
@@ -47,7 +47,7 @@ CAPTION, VQA = TASKS.index("caption"), TASKS.index("vqa")
 
 class CaptionerModule(System):
     model_type = "paligemma"
-    data_contract = ImageTextData
+    data_contract = CaptionData
 
     def __init__(
         self,
@@ -164,7 +164,7 @@ class CaptionerModule(System):
 
     def setup(self, stage: str) -> None:
         """Give the data the model's image size and text length (it decodes splits lazily, after this)."""
-        dm: ImageTextData | None = self.data
+        dm: CaptionData | None = self.data
         if dm is None:
             return
         if dm.mode == "contrastive":
@@ -186,7 +186,7 @@ class CaptionerModule(System):
                 f"is {vocab}; raise it to at least {dm.tokenizer.vocab_size}"
             )
 
-    def _use_base_tokenizer(self, dm: ImageTextData) -> None:
+    def _use_base_tokenizer(self, dm: CaptionData) -> None:
         """A fine-tuned captioner reads the ids its base learnt: the base's tokenizer replaces one the
         data trained; a different one named by data.tokenizer is refused."""
         from vision_lm.checkpoint import base_tokenizer
@@ -271,19 +271,17 @@ class CaptionerModule(System):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """The base's model type, config and tokenizer, plus the order its captions were trained in."""
         super().on_save_checkpoint(checkpoint)
-        order = getattr(self.data, "caption_order", "as_written")
-        if order != "as_written":
-            checkpoint["caption_order"] = order
+        dm: CaptionData | None = self.data
+        if dm is not None and dm.caption_order != "as_written":
+            checkpoint["caption_order"] = dm.caption_order
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
-        saved, order = (
-            checkpoint.get("caption_order", "as_written"),
-            getattr(self.data, "caption_order", None),
-        )
-        if order not in (None, saved):  # scoring it in another order would count every caption wrong
+    def check_checkpoint(self, checkpoint: dict) -> None:
+        """Scored in another caption order than it was trained in, every caption would count as wrong."""
+        dm: CaptionData | None = self.data
+        saved = checkpoint.get("caption_order", "as_written")
+        if dm is not None and dm.caption_order != saved:
             raise UserError(
-                f"the checkpoint was trained with data.caption_order {saved}; this run sets {order}"
+                f"the checkpoint was trained with data.caption_order {saved}; this run sets {dm.caption_order}"
             )
 
     def on_validation_epoch_end(self):

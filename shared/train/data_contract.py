@@ -7,7 +7,8 @@ member the system reads is one `UserError` naming the members, at the first read
 goes missing). Any class with these members satisfies a contract; none needs to inherit from it.
 
 - `TextData`: the text system (`text_lm/module.py`) over `text_lm.data.TextDataModule`.
-- `ImageTextData`: both vision systems over `vision_lm.data.ImageTextDataModule`.
+- `ImageTextData`: both vision systems over `vision_lm.data.ImageTextDataModule`; the captioner reads
+  `CaptionData`, which adds the order its captions are trained in.
 - `TrainableTokenizerData`: a DataModule that may train its own tokenizer. Its system then saves
   the tokenizer in the run folder and adopts a checkpoint's tokenizer on resume (`System`).
 
@@ -68,6 +69,13 @@ class ImageTextData(TrainableTokenizerData, Protocol):
     def records(self, split: str) -> list:
         """The split's records in batch `index` order (`vision_lm.records.Record`: text, label, ...)."""
         ...
+
+
+class CaptionData(ImageTextData, Protocol):
+    """The captioner's data: image-text pairs whose captions may be trained in another word order."""
+
+    caption_order: str
+    """"as_written", or "shape_first" (`vision_lm.shapes_scene.CAPTION_ORDERS`); the checkpoint records it."""
 
 
 def contract_members(contract: type) -> list[str]:

@@ -3,7 +3,7 @@
 A system wraps one model (a plain `nn.Module` built from one config dataclass) with what training
 it takes: loss, metrics, logging, optimizer. The base owns the skeleton they share; a subclass
 says what differs through a few hooks (`build_model`, `load_initial_weights`, `param_group_options`,
-`frozen_modules`) and writes its own steps and metrics.
+`frozen_modules`, `check_checkpoint`) and writes its own steps and metrics.
 
 - Hyper-parameters are plain data: the config object is kept as `self.config` and stored as its
   `to_dict()`, so checkpoints load with `torch.load(weights_only=True)`.
@@ -116,6 +116,9 @@ class System(L.LightningModule):
         """Parts of the model that do not train (their parameters join no optimizer group)."""
         return []
 
+    def check_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse (UserError) a checkpoint this run cannot resume or evaluate as set up; by default any."""
+
     def count_batch(self, batch) -> dict[str, int]:
         """What a batch holds, {unit: n} (`Throughput`, shared/train/callbacks.py)."""
         raise NotImplementedError
@@ -199,6 +202,7 @@ class System(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resuming or evaluating a checkpoint uses its tokenizer where the DataModule trained its own."""
+        self.check_checkpoint(checkpoint)
         if self.finetuning is not None:
             self.finetuning.on_load_checkpoint(checkpoint, self)
         dm, saved = self.data, checkpoint.get("tokenizer")
