@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             write_siglip_processor(tok, out, c.vision.image_size, c.text.max_len)
     n = sum(p.numel() for p in loaded.model.parameters()) / 1e6
     print(f"exported {loaded.model.config.name} ({n:.1f}M parameters) to {out}")
-    if getattr(loaded, "caption_order", "as_written") != "as_written":  # transformers prints what it writes
+    if model_type(ckpt) == "paligemma" and loaded.caption_order != "as_written":  # transformers prints it so
         print(f'note: it writes captions {loaded.caption_order} ("a small circle red"), as it was trained')
 
 

@@ -47,7 +47,8 @@ def stream_record(meta: dict, k: int) -> Record:
 
 
 class ShapesStream(Dataset):
-    """Position j -> a freshly rendered scene (module docstring); len = one epoch of positions."""
+    """Position j -> a freshly rendered scene (module docstring); len = one epoch of positions.
+    caption_order "shape_first": its captions' noun phrases shape first (`shapes_scene.swap_color_shape`)."""
 
     def __init__(
         self,
