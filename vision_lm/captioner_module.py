@@ -36,6 +36,7 @@ from shared.errors import UserError
 from shared.train.data_contract import CaptionData
 from shared.train.finetune import LoRAConfig, set_lora
 from shared.train.system import System
+from vision_lm import caption_order
 from vision_lm.caption_generate import generate, prompt_ids, special_ids
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
@@ -169,8 +170,10 @@ class CaptionerModule(System):
             return
         if dm.mode == "contrastive":
             raise UserError("the captioner needs data.mode captioning, vqa or multitask (got contrastive)")
-        if self.hparams.get("init_from"):
-            self._use_base_tokenizer(dm)
+        if self.hparams.get("init_from"):  # a fine-tuned captioner reads the ids its base learnt
+            from vision_lm.checkpoint import use_base_tokenizer
+
+            use_base_tokenizer(dm, self.hparams.init_from)
         dm.bind(self.config.vision.image_size, self.config.decoder.max_len)
         # The longest suffix (+ <|eos|>) a row can hold; evaluation must never cut what it scores.
         longest = self.config.decoder.max_len - len(prompt_ids(dm.tokenizer, CAPTION_PREFIX))
@@ -185,21 +188,6 @@ class CaptionerModule(System):
                 f"the tokenizer has {dm.tokenizer.vocab_size} tokens but model.config.decoder.vocab_size "
                 f"is {vocab}; raise it to at least {dm.tokenizer.vocab_size}"
             )
-
-    def _use_base_tokenizer(self, dm: CaptionData) -> None:
-        """A fine-tuned captioner reads the ids its base learnt: the base's tokenizer replaces one the
-        data trained; a different one named by data.tokenizer is refused."""
-        from vision_lm.checkpoint import base_tokenizer
-
-        tok = base_tokenizer(self.hparams.init_from)
-        if tok is None or (dm.tokenizer is not None and dm.tokenizer.sha256 == tok.sha256):
-            return
-        if dm.tokenizer is not None and not dm.tokenizer_trained:
-            raise UserError(
-                f"data.tokenizer differs from the tokenizer of model.init_from {self.hparams.init_from}; "
-                "leave data.tokenizer unset"
-            )
-        dm.set_tokenizer(tok, trained=True)
 
     def count_batch(self, batch) -> dict[str, int]:
         B, T = batch["input_ids"].shape
@@ -271,18 +259,12 @@ class CaptionerModule(System):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """The base's model type, config and tokenizer, plus the order its captions were trained in."""
         super().on_save_checkpoint(checkpoint)
-        dm: CaptionData | None = self.data
-        if dm is not None and dm.caption_order != "as_written":
-            checkpoint["caption_order"] = dm.caption_order
+        if self.data is not None:
+            caption_order.save(checkpoint, self.data.caption_order)
 
     def check_checkpoint(self, checkpoint: dict) -> None:
-        """Scored in another caption order than it was trained in, every caption would count as wrong."""
-        dm: CaptionData | None = self.data
-        saved = checkpoint.get("caption_order", "as_written")
-        if dm is not None and dm.caption_order != saved:
-            raise UserError(
-                f"the checkpoint was trained with data.caption_order {saved}; this run sets {dm.caption_order}"
-            )
+        if self.data is not None:
+            caption_order.check(checkpoint, self.data.caption_order)
 
     def on_validation_epoch_end(self):
         self._log_generation("val")

@@ -22,6 +22,8 @@ from shared.nn.lora import merge_lora
 from shared.tokenizer import Tokenizer
 from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from shared.train.finetune import load_adapters
+from vision_lm.caption_order import reorder
+from vision_lm.caption_order import saved as caption_order_of
 from vision_lm.config import SigLIPConfig, VisionConfig
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import PaliGemmaConfig
@@ -45,13 +47,11 @@ class LoadedCaptioner:
 
     def readable(self, captions: list[str]) -> list[str]:
         """Generated captions in the grammar's order ("a small circle red" -> "a small red circle")."""
-        from vision_lm.shapes_scene import swap_color_shape
-
-        return [swap_color_shape(c) for c in captions] if self.caption_order == "shape_first" else captions
+        return reorder(captions, self.caption_order)
 
     def own_order(self, captions: list[str]) -> list[str]:
         """Captions in the grammar's order -> in the captioner's own (the inverse of `readable`)."""
-        return self.readable(captions)  # the swap is its own inverse
+        return reorder(captions, self.caption_order)  # the swap is its own inverse
 
 
 def model_type(ckpt: dict) -> str:
@@ -103,7 +103,7 @@ def captioner_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loa
         state = submodule_state(ckpt)
         state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
         load_state_strict(model, state, str(path))
-    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), ckpt.get("caption_order", "as_written"))
+    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), caption_order_of(ckpt))
 
 
 def load_captioner_weights(model: PaliGemma, path: str | Path) -> None:
@@ -136,6 +136,19 @@ def base_tokenizer(path: str | Path) -> Tokenizer | None:
     if p.is_dir():
         return Tokenizer.load(p / "bpe_tokenizer.json") if (p / "bpe_tokenizer.json").is_file() else None
     return _tokenizer(read_checkpoint(p), p)
+
+
+def use_base_tokenizer(dm, path: str | Path) -> None:
+    """A fine-tuned captioner reads the ids its base learnt: the base's tokenizer replaces one the
+    data (`CaptionData`) trained; a different one named by data.tokenizer is refused."""
+    tok = base_tokenizer(path)
+    if tok is None or (dm.tokenizer is not None and dm.tokenizer.sha256 == tok.sha256):
+        return
+    if dm.tokenizer is not None and not dm.tokenizer_trained:
+        raise UserError(
+            f"data.tokenizer differs from the tokenizer of model.init_from {path}; leave data.tokenizer unset"
+        )
+    dm.set_tokenizer(tok, trained=True)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -28,14 +28,13 @@ trains the same). The training system stores it in each checkpoint and saves it 
 Zero-shot prompts: `zero_shot_templates` if given; for the shapes set its lone-shape captions;
 for any other data the templates its own captions put labels into (`vision_lm/templates.py`).
 
-The systems read it as `shared.train.data_contract.ImageTextData`. Lightning calls `setup` (splits
+The systems read it as `shared.train.data_contract.ImageTextData` (the captioner: `CaptionData`). Lightning calls `setup` (splits
 and tokenizer) before the system's own `setup`, which `bind`s the model's image size and text
 length; splits are decoded only when a loader asks for them, so nothing here waits on the model.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Literal
@@ -47,18 +46,13 @@ from torch.utils.data import DataLoader, Dataset
 from shared.errors import UserError
 from shared.tokenizer import Tokenizer
 from shared.train.stream_sampler import ResumableLoader, StreamSampler, lightning_batches_done
+from vision_lm import caption_order as caption_orders
 from vision_lm.image_dataset import Collate, ImageTextDataset
 from vision_lm.records import Record, Split, open_splits
-from vision_lm.shapes_scene import (
-    CAPTION_ORDERS,
-    color_names,
-    shape_names,
-    swap_color_shape,
-    zero_shot_prompts,
-)
+from vision_lm.shapes_scene import color_names, shape_names
 from vision_lm.shapes_stream import ShapesStream, StreamRecords
 from vision_lm.shapes_style import Diversity
-from vision_lm.templates import derive_templates
+from vision_lm.templates import dataset_templates
 from vision_lm.text_batch import CAPTION_PREFIX, TASKS, VQA_PREFIX, TextEncoder
 from vision_lm.text_lengths import warn_overlong
 
@@ -117,10 +111,7 @@ class ImageTextDataModule(L.LightningDataModule):
                 size_jitter, backgrounds (default true), extra_colors, extra_shapes (default false).
             samples_per_epoch: streamed pairs per epoch over all devices (None: as many as the
                 folder's train split holds); only the validation schedule and the bar see epochs.
-            caption_order: "shape_first" (a shapes set, the captioner's modes): every caption's noun
-                phrases trained shape first, "a small circle red", so the shape is not predicted from the
-                colour; the checkpoint records it and `vision-lm caption` and the report print the
-                grammar's order. "as_written" (default): captions as the data has them.
+            caption_order: "shape_first" (shapes, the captioner): "a small circle red" (`vision_lm/caption_order.py`).
         """
         super().__init__()
         if batch_size <= 0:
@@ -136,14 +127,7 @@ class ImageTextDataModule(L.LightningDataModule):
         self.templates = zero_shot_templates
         self.train_stream, self.samples_per_epoch = train_stream, samples_per_epoch
         self.diversity = Diversity.from_dict(stream_diversity, "data.stream_diversity")
-        if caption_order not in CAPTION_ORDERS:
-            raise UserError(
-                f"data.caption_order must be one of {', '.join(CAPTION_ORDERS)}, got {caption_order!r}"
-            )
-        if caption_order != "as_written" and mode == "contrastive":
-            raise UserError(
-                "data.caption_order is for the captioner (data.mode captioning, vqa or multitask)"
-            )
+        caption_orders.check_setting(caption_order, mode)
         self.caption_order = caption_order
         self.splits: dict[str, Split] | None = None
         self.info: dict = {}
@@ -165,13 +149,7 @@ class ImageTextDataModule(L.LightningDataModule):
         self.splits, self.info = open_splits(self.data_dir, self.mode, self.image_field, self.text_field)
         if self.train_stream and not self.streaming:
             rank_zero_info(f"{self.data_dir} is not a shapes set: data.train_stream is ignored")
-        if self.caption_order == "shape_first":
-            if self.info.get("name") != "shapes":
-                raise UserError(
-                    f"data.caption_order shape_first rewrites shapes captions; {self.data_dir} is not a shapes set"
-                )
-            for split in self.splits.values():
-                split.records = [dataclasses.replace(r, text=swap_color_shape(r.text)) for r in split.records]
+        caption_orders.reorder_splits(self.splits, self.info, self.caption_order, str(self.data_dir))
         if self.streaming:  # what training shows, for whoever builds texts from words (hard negatives)
             self.info = {
                 **self.info,
@@ -316,11 +294,7 @@ class ImageTextDataModule(L.LightningDataModule):
         if self.templates:
             return list(self.templates)
         self.setup()
-        if self.info.get("name") == "shapes":
-            return zero_shot_prompts("{}")
         if self._templates is None:
             train = self.splits.get("train")
-            pairs = ((r.text, r.label) for r in (train.records if train else []) if r.label)
-            self._templates = derive_templates(pairs) or ["{}"]
-            rank_zero_info(f"zero-shot prompts from the training captions: {self._templates}")
+            self._templates = dataset_templates(self.info, train.records if train else [])
         return self._templates

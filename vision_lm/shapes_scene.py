@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
 from collections.abc import Sequence
 
 from vision_lm.shapes_style import (
@@ -109,20 +108,6 @@ class Shape:
     def phrase(self) -> str:
         """The noun phrase of the caption, e.g. "a small red circle"."""
         return f"a {self.size} {self.color} {self.shape}"
-
-
-CAPTION_ORDERS = ("as_written", "shape_first")
-"""How a captioner's training captions order each noun phrase: as the grammar writes it ("a small red
-circle") or shape first ("a small circle red"), so that the decoder predicts the shape before the colour
-and not from it (`data.caption_order`; BENCHMARKS.md, issue 13, "Caption order re-run")."""
-
-_PHRASE = re.compile(r"\ba (small|large) (\w+) (\w+)\b")
-
-
-def swap_color_shape(text: str) -> str:
-    """Every noun phrase "a SIZE W1 W2" as "a SIZE W2 W1": a caption of the grammar to its shape-first
-    form, and back (the function is its own inverse); text without such phrases is returned as it is."""
-    return _PHRASE.sub(r"a \1 \3 \2", text)
 
 
 def class_names(include_held_out: bool = True) -> list[str]:

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vision_lm.caption_order import swap_color_shape
 from vision_lm.records import Record
 from vision_lm.shapes import describe, render
-from vision_lm.shapes_scene import Shape, swap_color_shape
+from vision_lm.shapes_scene import Shape
 from vision_lm.shapes_style import Diversity
 
 STREAM_SPLIT = "train"
@@ -48,7 +49,7 @@ def stream_record(meta: dict, k: int) -> Record:
 
 class ShapesStream(Dataset):
     """Position j -> a freshly rendered scene (module docstring); len = one epoch of positions.
-    caption_order "shape_first": its captions' noun phrases shape first (`shapes_scene.swap_color_shape`)."""
+    caption_order "shape_first": its captions' noun phrases shape first (`caption_order.swap_color_shape`)."""
 
     def __init__(
         self,
@@ -61,7 +62,7 @@ class ShapesStream(Dataset):
     ):
         self.seed, self.image_size, self.samples_per_epoch = seed, image_size, samples_per_epoch
         self.diversity, self.tasks = diversity or Diversity(), tuple(tasks)
-        self.shape_first = caption_order == "shape_first"  # `shapes_scene.CAPTION_ORDERS`
+        self.shape_first = caption_order == "shape_first"  # `caption_order.CAPTION_ORDERS`
 
     def __len__(self) -> int:
         return self.samples_per_epoch

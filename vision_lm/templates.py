@@ -51,3 +51,17 @@ def derive_templates(pairs: Iterable[tuple[str, str]], max_templates: int = MAX_
     ranked = sorted(count, key=lambda t: (-len(labels[t]), -count[t], t))
     shared = [t for t in ranked if len(labels[t]) >= 2]
     return (shared or ranked)[:max_templates]
+
+
+def dataset_templates(info: dict, train_records) -> list[str]:
+    """Zero-shot prompts of data that names none: the shapes set's lone-shape captions, else the templates
+    its training captions put their labels into (["{}"], the bare label, when none does)."""
+    if info.get("name") == "shapes":
+        from vision_lm.shapes_scene import zero_shot_prompts
+
+        return zero_shot_prompts("{}")
+    from lightning.pytorch.utilities import rank_zero_info
+
+    found = derive_templates((r.text, r.label) for r in train_records if r.label) or ["{}"]
+    rank_zero_info(f"zero-shot prompts from the training captions: {found}")
+    return found

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from shared.errors import UserError
-from vision_lm.shapes_scene import Shape, caption, swap_color_shape
+from vision_lm.caption_order import swap_color_shape
+from vision_lm.shapes_scene import Shape, caption
 from vision_lm.shapes_stream import ShapesStream
 from vision_lm.shapes_style import Diversity
 
