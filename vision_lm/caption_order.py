@@ -57,13 +57,14 @@ def save(checkpoint: dict, order: str) -> None:
         checkpoint[KEY] = order
 
 
-def saved(checkpoint: dict) -> str:
+def order_of(checkpoint: dict) -> str:
+    """The order a captioner checkpoint was trained in."""
     return checkpoint.get(KEY, "as_written")
 
 
 def check(checkpoint: dict, order: str) -> None:
     """Scored in another caption order than it was trained in, every caption would count as wrong."""
-    if order != saved(checkpoint):
+    if order != order_of(checkpoint):
         raise UserError(
-            f"the checkpoint was trained with data.caption_order {saved(checkpoint)}; this run sets {order}"
+            f"the checkpoint was trained with data.caption_order {order_of(checkpoint)}; this run sets {order}"
         )

@@ -71,7 +71,7 @@ def siglip_rerank(
     encoder = TextEncoder(tokenizer, siglip.config.text.max_len)
     best = []
     for b, texts in enumerate(candidates):
-        ids = encoder.captions(as_read(texts) if as_read else texts).to(pixels.device)  # (N, max_len)
+        ids = encoder.captions((as_read or list)(texts)).to(pixels.device)  # (N, max_len)
         logits = siglip.logits(img[b : b + 1], siglip.encode_text(ids))[0]  # (N,)
         best.append(texts[int(logits.argmax())])
     return best

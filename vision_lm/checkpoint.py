@@ -22,8 +22,7 @@ from shared.nn.lora import merge_lora
 from shared.tokenizer import Tokenizer
 from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from shared.train.finetune import load_adapters
-from vision_lm.caption_order import reorder
-from vision_lm.caption_order import saved as caption_order_of
+from vision_lm.caption_order import order_of, reorder
 from vision_lm.config import SigLIPConfig, VisionConfig
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import PaliGemmaConfig
@@ -103,7 +102,7 @@ def captioner_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loa
         state = submodule_state(ckpt)
         state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
         load_state_strict(model, state, str(path))
-    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), caption_order_of(ckpt))
+    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), order_of(ckpt))
 
 
 def load_captioner_weights(model: PaliGemma, path: str | Path) -> None:

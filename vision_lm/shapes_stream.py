@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vision_lm.caption_order import swap_color_shape
+from vision_lm.caption_order import reorder
 from vision_lm.records import Record
 from vision_lm.shapes import describe, render
 from vision_lm.shapes_scene import Shape
@@ -49,7 +49,7 @@ def stream_record(meta: dict, k: int) -> Record:
 
 class ShapesStream(Dataset):
     """Position j -> a freshly rendered scene (module docstring); len = one epoch of positions.
-    caption_order "shape_first": its captions' noun phrases shape first (`caption_order.swap_color_shape`)."""
+    caption_order "shape_first": its captions' noun phrases shape first (`vision_lm/caption_order.py`)."""
 
     def __init__(
         self,
@@ -62,7 +62,7 @@ class ShapesStream(Dataset):
     ):
         self.seed, self.image_size, self.samples_per_epoch = seed, image_size, samples_per_epoch
         self.diversity, self.tasks = diversity or Diversity(), tuple(tasks)
-        self.shape_first = caption_order == "shape_first"  # `caption_order.CAPTION_ORDERS`
+        self.caption_order = caption_order  # `vision_lm/caption_order.py`
 
     def __len__(self) -> int:
         return self.samples_per_epoch
@@ -70,8 +70,8 @@ class ShapesStream(Dataset):
     def scene(self, k: int):
         """(scene, background, metadata line) of scene k, without drawing it."""
         scene, background, meta = describe(self.seed, STREAM_SPLIT, k, self.image_size, self.diversity)
-        if self.shape_first:
-            meta = {**meta, "text": swap_color_shape(meta["text"])}
+        if self.caption_order != "as_written":
+            meta = {**meta, "text": reorder([meta["text"]], self.caption_order)[0]}
         return scene, background, meta
 
     def record(self, j: int) -> Record:
