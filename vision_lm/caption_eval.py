@@ -88,15 +88,25 @@ def caption_scores(captions: list[str], recs, pairs: list[str]) -> dict[str, flo
     return scores
 
 
-def vqa_accuracy(loaded, recs, pixels, batch_size: int = 100, contrast: float = 0.0) -> float:
+def vqa_scores(
+    loaded, recs, pixels, kind_of=None, batch_size: int = 100, contrast: float = 0.0
+) -> dict[str, float]:
+    """{"vqa_acc": accuracy over the records with a question}, and with `kind_of` (question -> kind or
+    None, e.g. `shapes_scene.question_kind`) the accuracy of each kind as "vqa_acc KIND"."""
     from vision_lm.caption_generate import caption_images
     from vision_lm.text_batch import VQA_PREFIX
 
     qa = [i for i, r in enumerate(recs) if r.question and r.answer]
-    hits, n = 0, loaded.model.config.decoder.max_len  # an answer is never cut
+    hits, n = [], loaded.model.config.decoder.max_len  # an answer is never cut
     for start in range(0, len(qa), batch_size):
         rows = qa[start : start + batch_size]
         prompts = [VQA_PREFIX.format(question=recs[i].question) for i in rows]
         answers = caption_images(loaded.model, loaded.tokenizer, pixels[rows], prompts, n, contrast=contrast)
-        hits += sum(a == recs[i].answer for a, i in zip(answers, rows))
-    return hits / max(1, len(qa))
+        hits += [a == recs[i].answer for a, i in zip(answers, rows)]
+    scores = {"vqa_acc": sum(hits) / max(1, len(qa))}
+    by_kind: dict[str, list[bool]] = {}
+    for i, hit in zip(qa, hits):
+        kind = kind_of(recs[i].question) if kind_of else None
+        if kind is not None:
+            by_kind.setdefault(kind, []).append(hit)
+    return scores | {f"vqa_acc {k}": sum(v) / len(v) for k, v in sorted(by_kind.items())}

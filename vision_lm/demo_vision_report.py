@@ -1,6 +1,6 @@
 """Summarise `make demo-vision`: SigLIP's zero-shot accuracy, the captioner's caption exact-match, BLEU,
-VQA accuracy and held-out pair recall (exact-match also apart on one-object and several-object images,
-where binding attributes to objects shows), the diagnosis probes, and generated captions of held-out test
+VQA accuracy (on shapes also apart for each kind of question) and held-out pair recall (exact-match
+also apart on one-object and several-object images, where binding attributes to objects shows), the diagnosis probes, and generated captions of held-out test
 images beside the true ones.
 
 python -m vision_lm.demo_vision_report --data data/shapes --siglip runs/demo-vision/siglip-tiny \
@@ -193,7 +193,8 @@ def report(args: argparse.Namespace) -> None:
             probe_rows.append(("SigLIP", probes(siglip.model.encode_image, args.data, size)))
     examples: list[tuple[str, str, str, str]] = []
     if args.captioner:
-        from vision_lm.caption_eval import caption_scores, captions_of, vqa_accuracy
+        from vision_lm.caption_eval import caption_scores, captions_of, vqa_scores
+        from vision_lm.shapes_questions import QUESTION_KINDS, question_kind
 
         ckpt = checkpoint_of(args.captioner)
         cap = captioner_from_checkpoint(ckpt)
@@ -206,9 +207,10 @@ def report(args: argparse.Namespace) -> None:
             recs, pixels, info = got
             pairs = list(info.get("val_held_out" if part == "val pair" else "held_out", []))
             captions = reranked = captions_of(cap, recs, pixels, contrast=args.contrast)
+            kind_of = question_kind if info.get("name") == "shapes" else None
             scores[part] = {
                 **caption_scores(captions, recs, pairs),
-                "vqa_acc": vqa_accuracy(cap, recs, pixels, contrast=args.contrast),
+                **vqa_scores(cap, recs, pixels, kind_of, contrast=args.contrast),
             }
             if args.rerank:
                 siglip_px = load_part(args.data, part, siglip.model.config.vision.image_size)[1]
@@ -224,7 +226,9 @@ def report(args: argparse.Namespace) -> None:
                 ]
         names = {"caption_exact": "caption exact-match", "caption_exact_one": "exact-match, one-object images",
                  "caption_exact_several": "exact-match, several objects", "bleu": "caption BLEU-4",
-                 "vqa_acc": "VQA accuracy", "held_out_pair_recall": "held-out pair recall"}  # fmt: skip
+                 "vqa_acc": "VQA accuracy", **{f"vqa_acc {k}": f"VQA accuracy, {k} questions" for k in QUESTION_KINDS
+                 if any(f"vqa_acc {k}" in s for s in scores.values())},
+                 "held_out_pair_recall": "held-out pair recall"}  # fmt: skip
         keys = list(names) + [
             f"reranked {k}"
             for k in ("caption_exact", "caption_exact_one", "caption_exact_several", "held_out_pair_recall")
@@ -257,7 +261,7 @@ def report(args: argparse.Namespace) -> None:
             for attribute, by_part in (result or {}).items():
                 name = f"{title} {attribute} probe"
                 print(f"  {name:{width}s} " + " ".join(f"  {fmt(by_part.get(p))}" for p in PARTS))
-    if examples:
+    if examples and args.examples > 0:
         print(f"\ngenerated vs true captions of held-out test images ({ckpt}):")
         pad = " " * (len(examples[0][0]) + 5)
         for name, pred, chosen, truth in examples[: args.examples]:

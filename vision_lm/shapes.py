@@ -42,6 +42,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from shared.errors import UserError
+from vision_lm.shapes_questions import pick_question
 from vision_lm.shapes_scene import (
     COLORS,
     HELD_OUT,
@@ -55,7 +56,6 @@ from vision_lm.shapes_scene import (
     class_names,
     held_out_in,
     label,
-    pick_question,
     radius_px,
     sample_scene,
     scene_to_json,

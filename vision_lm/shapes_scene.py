@@ -1,4 +1,4 @@
-"""Scenes of the synthetic "shapes" data set: sampling, captions, questions, labels.
+"""Scenes of the synthetic "shapes" data set: sampling, captions, labels (questions: `shapes_questions`).
 
 A scene is a short list of shapes, each a `Shape(shape, color, size, x, y, radius)`
 with its centre `(x, y)` in pixels and the radius of the circle it is drawn inside.
@@ -76,7 +76,6 @@ VAL_HELD_OUT: tuple[str, ...] = ("orange diamond",)
 NOT_IN_TRAINING: frozenset[str] = frozenset(HELD_OUT + VAL_HELD_OUT)
 SCENE_KINDS = ("train", "val_held_out", "test")
 
-NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 MAX_SHAPES = 3
 _RADIUS_FRACTION = {"small": 0.10, "large": 0.17}  # of the image side
 
@@ -238,43 +237,6 @@ def label(scene: Sequence[Shape]) -> str:
     """
     ordered = sorted(scene, key=lambda s: s.x)
     return max(ordered, key=lambda s: s.radius).label  # max keeps the first of equals
-
-
-def questions(scene: Sequence[Shape]) -> dict[str, list[tuple[str, str]]]:
-    """Every (question, answer) the scene supports, grouped by kind. Answers are 1-2 words.
-
-    Kinds: "count", "color" (of a shape type), "shape" (of a colour), "size",
-    "extreme" (leftmost/rightmost, 2+ shapes) and "left_of" (yes/no, 2+ shapes).
-    """
-    ordered = sorted(scene, key=lambda s: s.x)
-    qa: dict[str, list[tuple[str, str]]] = {
-        "count": [("how many shapes are there?", NUMBER_WORDS[len(ordered)])],
-        "color": [(f"what color is the {s.shape}?", s.color) for s in ordered],
-        "shape": [(f"what shape is the {s.color} one?", s.shape) for s in ordered],
-        "size": [(f"what size is the {s.label}?", s.size) for s in ordered],
-    }
-    if len(ordered) >= 2:
-        qa["extreme"] = [
-            ("what is the leftmost shape?", ordered[0].label),
-            ("what is the rightmost shape?", ordered[-1].label),
-        ]
-        qa["left_of"] = [
-            (f"is the {a.label} left of the {b.label}?", "yes" if a.x < b.x else "no")
-            for a in ordered
-            for b in ordered
-            if a is not b
-        ]
-    return qa
-
-
-def pick_question(scene: Sequence[Shape], rng: random.Random) -> tuple[str, str]:
-    """One (question, answer): a kind uniformly, then one question of that kind.
-
-    Choosing the kind first keeps the kinds balanced; otherwise the many yes/no pairs
-    of a three-shape scene would crowd out counting.
-    """
-    qa = questions(scene)
-    return rng.choice(qa[rng.choice(sorted(qa))])
 
 
 def scene_to_json(scene: Sequence[Shape]) -> list[dict]:

@@ -82,6 +82,55 @@ def test_caption_scores_split_exact_match_by_object_count():
     assert math.isnan(caption_scores(generated[:1], recs[:1], [])["caption_exact_several"])
 
 
+def test_question_kind_names_every_question_the_grammar_asks():
+    from vision_lm.shapes_questions import QUESTION_KINDS, question_kind, questions
+    from vision_lm.shapes_stream import ShapesStream
+    from vision_lm.shapes_style import Diversity
+
+    stream = ShapesStream(5, 64, 100, Diversity(extra_colors=True))
+    seen = set()
+    for k in range(200):
+        for kind, qa in questions(stream.scene(k)[0]).items():
+            assert [question_kind(q) for q, _ in qa] == [kind] * len(qa)
+            seen.add(kind)
+    assert seen == set(QUESTION_KINDS)
+    assert question_kind("what is in the picture?") is None
+    assert question_kind("is the red circle left of the blue square? yes") is None
+
+
+def test_vqa_scores_split_accuracy_by_kind(monkeypatch):
+    from types import SimpleNamespace
+
+    import vision_lm.caption_generate as generate
+    from vision_lm.caption_eval import vqa_scores
+    from vision_lm.records import Record
+    from vision_lm.shapes_questions import question_kind
+
+    recs = [
+        Record(0, "x", "how many shapes are there?", "two"),
+        Record(1, "x", "what color is the circle?", "red"),
+        Record(2, "x", "what color is the square?", "blue"),
+        Record(3, "x"),  # no question: not scored
+        Record(4, "x", "what is in the picture?", "a cat"),  # scored, of no kind
+    ]
+    given = []
+
+    def answer(model, tok, pixels, prompts, n, contrast=0.0):
+        given.extend(prompts)
+        return ["two", "red", "green", "a cat"][: len(prompts)]
+
+    monkeypatch.setattr(generate, "caption_images", answer)
+    loaded = SimpleNamespace(
+        model=SimpleNamespace(config=SimpleNamespace(decoder=SimpleNamespace(max_len=24)))
+    )
+    loaded.tokenizer = None
+    pixels = torch.zeros(5, 3, 8, 8)
+    scores = vqa_scores(loaded, recs, pixels, question_kind)
+    assert scores == {"vqa_acc": 0.75, "vqa_acc color": 0.5, "vqa_acc count": 1.0}
+    assert given[0] == "answer en how many shapes are there?" and len(given) == 4
+    assert vqa_scores(loaded, recs, pixels) == {"vqa_acc": 0.75}
+
+
 def test_colour_free_probe_set_shows_every_shape_in_training_only_colours(shapes, tmp_path):
     from vision_lm.demo_vision_report import colour_free_singles
     from vision_lm.shapes_scene import SHAPES

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from shared.tokenizer import Tokenizer
-from vision_lm import shapes_scene
+from vision_lm import shapes_questions, shapes_scene
 from vision_lm.shapes_style import Diversity
 from vision_lm.text_batch import CAPTION_PREFIX, VQA_PREFIX, TextEncoder
 
@@ -21,7 +21,7 @@ def _training_texts(n: int = 1500) -> list[str]:
     texts = []
     for _ in range(n):
         scene = shapes_scene.sample_scene(rng, 64, "train", EVERYTHING)
-        texts += [shapes_scene.caption(scene), *shapes_scene.pick_question(scene, rng)]
+        texts += [shapes_scene.caption(scene), *shapes_questions.pick_question(scene, rng)]
     return texts
 
 
