@@ -4,9 +4,14 @@
 "as_written": the captions as the data has them. "shape_first" (a shapes set): every noun phrase of the
 grammar with its shape before its colour, "a small circle red", so that the decoder predicts the shape
 before the colour and not from it (held-out colour-shape pairs named 0.36 -> 0.72 of held-out test
-captions, greedy, four seeds). The data module rewrites its records and stream (`reorder`), the captioner
-records the order in its checkpoint and refuses another (`save`, `check`), and readers put generated
-captions back into the grammar's order (`reorder` again: the swap is its own inverse).
+captions, greedy, four seeds). "both": the captions of "shape_first", and the caption of every other
+streamed scene (odd scene numbers) also as written, under its own prompt "caption en color" (a
+"caption_color" row, `color_first_row`): a caption that names the colour first asks the decoder for the
+shape of the object of that colour, the lookup "what shape is the red one?" asks, which shape-first
+captions no longer train (BENCHMARKS.md, "Both caption orders"). Its default prompt captions shape first.
+The data module rewrites its records and stream (`reorder`), the captioner records the order in its
+checkpoint and refuses another (`save`, `check`), and readers put generated captions back into the
+grammar's order (`reorder` again: the swap is its own inverse).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import re
 
 from shared.errors import UserError
 
-CAPTION_ORDERS = ("as_written", "shape_first")
+CAPTION_ORDERS = ("as_written", "shape_first", "both")
 KEY = "caption_order"
 """The checkpoint key (ARCHITECTURE.md section 2), present only when the order is not "as_written"."""
 
@@ -30,8 +35,16 @@ def swap_color_shape(text: str) -> str:
 
 
 def reorder(texts: list[str], order: str) -> list[str]:
-    """Captions between the grammar's order and `order` (either way)."""
-    return [swap_color_shape(t) for t in texts] if order == "shape_first" else texts
+    """Captions between the grammar's order and `order`'s default prompt (either way)."""
+    return texts if order == "as_written" else [swap_color_shape(t) for t in texts]
+
+
+def color_first_row(rec, order: str, k: int, task: str):
+    """(record, task) of streamed scene k's row: for "both", an odd scene's caption row becomes a
+    "caption_color" row with the caption as written (the stream's captions are shape first)."""
+    if order == "both" and task == "caption" and k % 2:
+        return dataclasses.replace(rec, text=swap_color_shape(rec.text)), "caption_color"
+    return rec, task
 
 
 def check_setting(order: str, mode: str) -> None:

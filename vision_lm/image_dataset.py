@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from shared.errors import UserError
 from vision_lm.records import IMAGE_ERRORS, Record, Split, image_tensor, normalize, open_image
-from vision_lm.text_batch import CAPTION_PREFIX, TASKS, VQA_PREFIX, TextEncoder
+from vision_lm.text_batch import TASKS, TextEncoder, row_texts
 
 MAX_SUBSTITUTES = 100
 """Lazy reading gives up (one UserError) after this many unreadable images in a row."""
@@ -133,11 +133,7 @@ class Collate:
     def texts(self, recs, tasks) -> dict[str, torch.Tensor]:
         if self.mode == "contrastive":
             return {"input_ids": self.encoder.captions([r.text for r in recs])}
-        vqa = [t == "vqa" for t in tasks]
-        prefixes = [
-            VQA_PREFIX.format(question=r.question) if q else CAPTION_PREFIX for r, q in zip(recs, vqa)
-        ]
-        suffixes = [r.answer if q else r.text for r, q in zip(recs, vqa)]
-        out = self.encoder.prefix_suffix_batch(prefixes, suffixes)
+        prefixes, suffixes = zip(*(row_texts(r, t) for r, t in zip(recs, tasks)))
+        out = self.encoder.prefix_suffix_batch(list(prefixes), list(suffixes))
         out["task"] = torch.tensor([TASKS.index(t) for t in tasks])
         return out

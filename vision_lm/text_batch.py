@@ -14,8 +14,9 @@ these ids in the captioner, so position 0 here follows the last image token):
 
 The prefix (with the image) is attended bidirectionally, the suffix causally (the
 prefix-LM mask, `shared/nn/masks.py`), and only suffix tokens are predicted. VQA uses the
-prefix "answer en {question}" and the suffix `answer`. A batch may mix both tasks; its
-`task` tensor says which each row is (an index into `TASKS`).
+prefix "answer en {question}" and the suffix `answer`; `data.caption_order: both` adds caption rows
+in the grammar's order under "caption en color" (`vision_lm/caption_order.py`). A batch may mix the
+tasks; its `task` tensor says which each row is (an index into `TASKS`).
 """
 
 from __future__ import annotations
@@ -26,8 +27,25 @@ from shared.tokenizer import Tokenizer
 
 CAPTION_PREFIX = "caption en"
 VQA_PREFIX = "answer en {question}"
-TASKS = ("caption", "vqa")
+COLOR_FIRST_PREFIX = "caption en color"
+PREFIXES = {"caption": CAPTION_PREFIX, "vqa": VQA_PREFIX, "caption_color": COLOR_FIRST_PREFIX}
+"""The prompt of each row kind; a "vqa" row's suffix is the record's answer, the others' its text."""
+TASKS = tuple(PREFIXES)
 """Row kinds of a captioning/VQA batch; `batch["task"]` holds the index."""
+MODE_TASKS = {
+    "contrastive": ("caption",),
+    "captioning": ("caption",),
+    "vqa": ("vqa",),
+    "multitask": TASKS[:2],
+}
+"""The row kinds each data mode lays out per record ("caption_color" rows come from the stream alone)."""
+
+
+def row_texts(rec, task: str) -> tuple[str, str]:
+    """(prefix, suffix) of a record in a row of kind `task`."""
+    if task == "vqa":
+        return VQA_PREFIX.format(question=rec.question), rec.answer
+    return PREFIXES[task], rec.text
 
 
 CACHE_TEXTS = 100_000
@@ -87,10 +105,8 @@ class TextEncoder:
         for rec, task in pairs:
             if contrastive:
                 need = len(self.ids(rec.text)) + 1  # + <|eos|>
-            elif task == "vqa":
-                need = len(self.ids(VQA_PREFIX.format(question=rec.question))) + len(self.ids(rec.answer)) + 3
             else:
-                need = len(self.ids(CAPTION_PREFIX)) + len(self.ids(rec.text)) + 3  # bos, sep, eos
+                need = sum(len(self.ids(t)) for t in row_texts(rec, task)) + 3  # bos, sep, eos
             cut += need > self.max_len
             longest = max(longest, need)
         return cut, longest
