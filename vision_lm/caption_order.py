@@ -20,6 +20,7 @@ import dataclasses
 import re
 
 from shared.errors import UserError
+from vision_lm.text_batch import COLOR_FIRST_PREFIX
 
 CAPTION_ORDERS = ("as_written", "shape_first", "both")
 KEY = "caption_order"
@@ -37,6 +38,14 @@ def swap_color_shape(text: str) -> str:
 def reorder(texts: list[str], order: str) -> list[str]:
     """Captions between the grammar's order and `order`'s default prompt (either way)."""
     return texts if order == "as_written" else [swap_color_shape(t) for t in texts]
+
+
+def readable(texts: list[str], order: str, prompts: list[str] | None = None) -> list[str]:
+    """Generated texts in the grammar's order; `prompts`: each text's (or one for all). What a "both"
+    captioner writes under "caption en color" is in the grammar's order already."""
+    prompts = list(prompts or [None]) * (len(texts) if not prompts or len(prompts) == 1 else 1)
+    as_is = [order == "both" and p == COLOR_FIRST_PREFIX for p in prompts]
+    return [t if keep else reorder([t], order)[0] for t, keep in zip(texts, as_is)]
 
 
 def color_first_row(rec, order: str, k: int, task: str):

@@ -112,6 +112,15 @@ def test_the_checkpoint_records_the_order_and_readers_undo_it(shapes):
     assert "caption_order" not in ckpt_plain
     both = LoadedCaptioner(module.model, dm.tokenizer, "both")  # its default prompt captions shape first
     assert both.readable(["a small circle red"]) == ["a small red circle"]
+    assert both.readable(
+        ["a small red circle", "a large square blue"], ["caption en color", "caption en"]
+    ) == [
+        "a small red circle",  # its "caption en color" captions are written in the grammar's order
+        "a large blue square",
+    ]
+    assert loaded.readable(["a small circle red"], ["caption en color"]) == [
+        "a small red circle"
+    ]  # not its prompt
 
 
 def test_mistakes_are_one_user_error(shapes, tmp_path):
