@@ -92,7 +92,7 @@ def vqa_scores(
     loaded, recs, pixels, kind_of=None, batch_size: int = 100, contrast: float = 0.0
 ) -> dict[str, float]:
     """{"vqa_acc": accuracy over the records with a question}, and with `kind_of` (question -> kind or
-    None, e.g. `shapes_scene.question_kind`) the accuracy of each kind as "vqa_acc KIND"."""
+    None, e.g. `shapes_questions.question_kind`) the accuracy of each kind as "vqa_acc KIND"."""
     from vision_lm.caption_generate import caption_images
     from vision_lm.text_batch import VQA_PREFIX
 

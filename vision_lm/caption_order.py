@@ -20,7 +20,7 @@ import dataclasses
 import re
 
 from shared.errors import UserError
-from vision_lm.text_batch import COLOR_FIRST_PREFIX
+from vision_lm.text_batch import CAPTION_PREFIX, COLOR_FIRST_PREFIX
 
 CAPTION_ORDERS = ("as_written", "shape_first", "both")
 KEY = "caption_order"
@@ -43,7 +43,8 @@ def reorder(texts: list[str], order: str) -> list[str]:
 def readable(texts: list[str], order: str, prompts: list[str] | None = None) -> list[str]:
     """Generated texts in the grammar's order; `prompts`: each text's (or one for all). What a "both"
     captioner writes under "caption en color" is in the grammar's order already."""
-    prompts = list(prompts or [None]) * (len(texts) if not prompts or len(prompts) == 1 else 1)
+    if prompts is None or len(prompts) == 1:
+        prompts = list(prompts or [CAPTION_PREFIX]) * len(texts)
     as_is = [order == "both" and p == COLOR_FIRST_PREFIX for p in prompts]
     return [t if keep else reorder([t], order)[0] for t, keep in zip(texts, as_is)]
 

@@ -1,7 +1,7 @@
 """Summarise `make demo-vision`: SigLIP's zero-shot accuracy, the captioner's caption exact-match, BLEU,
-VQA accuracy (on shapes also apart for each kind of question) and held-out pair recall (exact-match
-also apart on one-object and several-object images, where binding attributes to objects shows), the diagnosis probes, and generated captions of held-out test
-images beside the true ones.
+VQA accuracy (on shapes also apart for each kind of question) and held-out pair recall (exact-match also
+apart on one-object and several-object images, where binding attributes to objects shows), the diagnosis
+probes, and generated captions of held-out test images beside the true ones.
 
 python -m vision_lm.demo_vision_report --data data/shapes --siglip runs/demo-vision/siglip-tiny \
     --captioner runs/demo-vision/paligemma-tiny
