@@ -4,14 +4,9 @@
 "as_written": the captions as the data has them. "shape_first" (a shapes set): every noun phrase of the
 grammar with its shape before its colour, "a small circle red", so that the decoder predicts the shape
 before the colour and not from it (held-out colour-shape pairs named 0.36 -> 0.72 of held-out test
-captions, greedy, four seeds). "both": the captions of "shape_first", and the caption of every other
-streamed scene (odd scene numbers) also as written, under its own prompt "caption en color" (a
-"caption_color" row, `color_first_row`): a caption that names the colour first asks the decoder for the
-shape of the object of that colour, the lookup "what shape is the red one?" asks, which shape-first
-captions no longer train (BENCHMARKS.md, "Both caption orders"). Its default prompt captions shape first.
-The data module rewrites its records and stream (`reorder`), the captioner records the order in its
-checkpoint and refuses another (`save`, `check`), and readers put generated captions back into the
-grammar's order (`reorder` again: the swap is its own inverse).
+captions, greedy, four seeds). The data module rewrites its records and stream (`reorder`), the captioner
+records the order in its checkpoint and refuses another (`save`, `check`), and readers put generated
+captions back into the grammar's order (`reorder` again: the swap is its own inverse).
 """
 
 from __future__ import annotations
@@ -20,9 +15,8 @@ import dataclasses
 import re
 
 from shared.errors import UserError
-from vision_lm.text_batch import CAPTION_PREFIX, COLOR_FIRST_PREFIX
 
-CAPTION_ORDERS = ("as_written", "shape_first", "both")
+CAPTION_ORDERS = ("as_written", "shape_first")
 KEY = "caption_order"
 """The checkpoint key (ARCHITECTURE.md section 2), present only when the order is not "as_written"."""
 
@@ -36,25 +30,8 @@ def swap_color_shape(text: str) -> str:
 
 
 def reorder(texts: list[str], order: str) -> list[str]:
-    """Captions between the grammar's order and `order`'s default prompt (either way)."""
-    return texts if order == "as_written" else [swap_color_shape(t) for t in texts]
-
-
-def readable(texts: list[str], order: str, prompts: list[str] | None = None) -> list[str]:
-    """Generated texts in the grammar's order; `prompts`: each text's (or one for all). What a "both"
-    captioner writes under "caption en color" is in the grammar's order already."""
-    if prompts is None or len(prompts) == 1:
-        prompts = list(prompts or [CAPTION_PREFIX]) * len(texts)
-    as_is = [order == "both" and p == COLOR_FIRST_PREFIX for p in prompts]
-    return [t if keep else reorder([t], order)[0] for t, keep in zip(texts, as_is)]
-
-
-def color_first_row(rec, order: str, k: int, task: str):
-    """(record, task) of streamed scene k's row: for "both", an odd scene's caption row becomes a
-    "caption_color" row with the caption as written (the stream's captions are shape first)."""
-    if order == "both" and task == "caption" and k % 2:
-        return dataclasses.replace(rec, text=swap_color_shape(rec.text)), "caption_color"
-    return rec, task
+    """Captions between the grammar's order and `order` (either way)."""
+    return [swap_color_shape(t) for t in texts] if order == "shape_first" else texts
 
 
 def check_setting(order: str, mode: str) -> None:

@@ -121,7 +121,7 @@ def substitution_search(
     term breaks the grammar of right captions: seen exact 0.96 -> 0.77 on one seed).
 
     as_read: captions -> the texts SigLIP reads (`LoadedCaptioner.readable`: a captioner trained with
-    `data.caption_order` shape_first or both writes "a small circle red", SigLIP reads "a small red circle");
+    `data.caption_order: shape_first` writes "a small circle red", SigLIP reads "a small red circle");
     the search and its result stay in the captioner's own order.
     """
     from vision_lm.caption_generate import special_ids

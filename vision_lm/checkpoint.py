@@ -22,7 +22,6 @@ from shared.nn.lora import merge_lora
 from shared.tokenizer import Tokenizer
 from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from shared.train.finetune import load_adapters
-from vision_lm import caption_order
 from vision_lm.caption_order import order_of, reorder
 from vision_lm.config import SigLIPConfig, VisionConfig
 from vision_lm.paligemma import PaliGemma
@@ -45,10 +44,9 @@ class LoadedCaptioner:
     caption_order: str = "as_written"
     """The order its training captions put words in (`data.caption_order`; `readable` undoes it)."""
 
-    def readable(self, captions: list[str], prompts: list[str] | None = None) -> list[str]:
-        """Generated captions in the grammar's order ("a small circle red" -> "a small red circle");
-        prompts: what each was generated from (or one for all), when not the default "caption en"."""
-        return caption_order.readable(captions, self.caption_order, prompts)
+    def readable(self, captions: list[str]) -> list[str]:
+        """Generated captions in the grammar's order ("a small circle red" -> "a small red circle")."""
+        return reorder(captions, self.caption_order)
 
     def own_order(self, captions: list[str]) -> list[str]:
         """Captions in the grammar's order -> in the captioner's own (the inverse of `readable`)."""

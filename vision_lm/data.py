@@ -14,7 +14,7 @@ test splits are the folder's fixed images.
 Batches (dicts):
 - mode "contrastive": pixel_values (B, 3, S, S) float, input_ids (B, max_len), index (B,)
 - mode "captioning" / "vqa" / "multitask": pixel_values, input_ids, prefix_len (B,),
-  loss_mask (B, max_len), task (B,) (0 caption, 1 vqa, 2 caption_color: `text_batch.TASKS`), index (B,);
+  loss_mask (B, max_len), task (B,) (0 caption, 1 vqa: `text_batch.TASKS`), index (B,);
   prefixes "caption en" and "answer en {question}" (see `text_batch`). "multitask" shows each
   image twice per epoch, once per task (once if its record has no question and answer).
 `index` is the record's position in its split (the stream position when streaming), so
@@ -110,8 +110,7 @@ class ImageTextDataModule(L.LightningDataModule):
                 size_jitter, backgrounds (default true), extra_colors, extra_shapes (default false).
             samples_per_epoch: streamed pairs per epoch over all devices (None: as many as the
                 folder's train split holds); only the validation schedule and the bar see epochs.
-            caption_order: "shape_first" (shapes, the captioner): "a small circle red"; "both": that, and
-                odd streamed scenes' captions as written too (`vision_lm/caption_order.py`).
+            caption_order: "shape_first" (shapes, the captioner): "a small circle red" (`vision_lm/caption_order.py`).
         """
         super().__init__()
         if batch_size <= 0:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     n = sum(p.numel() for p in loaded.model.parameters()) / 1e6
     print(f"exported {loaded.model.config.name} ({n:.1f}M parameters) to {out}")
     if model_type(ckpt) == "paligemma" and loaded.caption_order != "as_written":  # transformers prints it so
-        print('note: it writes captions shape first ("a small circle red"), as it was trained')
+        print(f'note: it writes captions {loaded.caption_order} ("a small circle red"), as it was trained')
 
 
 if __name__ == "__main__":

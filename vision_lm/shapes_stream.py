@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vision_lm.caption_order import color_first_row, reorder
+from vision_lm.caption_order import reorder
 from vision_lm.records import Record
 from vision_lm.shapes import describe, render
 from vision_lm.shapes_scene import Shape
@@ -49,8 +49,7 @@ def stream_record(meta: dict, k: int) -> Record:
 
 class ShapesStream(Dataset):
     """Position j -> a freshly rendered scene (module docstring); len = one epoch of positions.
-    caption_order "shape_first": its captions' noun phrases shape first; "both": that, and odd scenes'
-    captions as written in "caption_color" rows (`vision_lm/caption_order.py`)."""
+    caption_order "shape_first": its captions' noun phrases shape first (`vision_lm/caption_order.py`)."""
 
     def __init__(
         self,
@@ -85,7 +84,7 @@ class ShapesStream(Dataset):
         scene, background, meta = self.scene(k)
         img = render(scene, self.image_size, background)
         pixels = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)  # (3, S, S)
-        return pixels, j, *color_first_row(stream_record(meta, k), self.caption_order, k, self.tasks[task])
+        return pixels, j, stream_record(meta, k), self.tasks[task]
 
     def one_shape_scenes(self, n: int, keep=None) -> list[tuple[int, Shape]]:
         """(scene index k, its shape) of the first n scenes that hold one shape (one `keep(shape)` accepts);

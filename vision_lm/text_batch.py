@@ -14,9 +14,8 @@ these ids in the captioner, so position 0 here follows the last image token):
 
 The prefix (with the image) is attended bidirectionally, the suffix causally (the
 prefix-LM mask, `shared/nn/masks.py`), and only suffix tokens are predicted. VQA uses the
-prefix "answer en {question}" and the suffix `answer`; `data.caption_order: both` adds caption rows
-in the grammar's order under "caption en color" (`vision_lm/caption_order.py`). A batch may mix the
-tasks; its `task` tensor says which each row is (an index into `TASKS`).
+prefix "answer en {question}" and the suffix `answer`. A batch may mix both tasks; its
+`task` tensor says which each row is (an index into `TASKS`).
 """
 
 from __future__ import annotations
@@ -27,18 +26,12 @@ from shared.tokenizer import Tokenizer
 
 CAPTION_PREFIX = "caption en"
 VQA_PREFIX = "answer en {question}"
-COLOR_FIRST_PREFIX = "caption en color"
-PREFIXES = {"caption": CAPTION_PREFIX, "vqa": VQA_PREFIX, "caption_color": COLOR_FIRST_PREFIX}
-"""The prompt of each row kind; a "vqa" row's suffix is the record's answer, the others' its text."""
+PREFIXES = {"caption": CAPTION_PREFIX, "vqa": VQA_PREFIX}
+"""The prompt of each row kind; a "vqa" row's suffix is the record's answer, a "caption" row's its text."""
 TASKS = tuple(PREFIXES)
 """Row kinds of a captioning/VQA batch; `batch["task"]` holds the index."""
-MODE_TASKS = {
-    "contrastive": ("caption",),
-    "captioning": ("caption",),
-    "vqa": ("vqa",),
-    "multitask": TASKS[:2],
-}
-"""The row kinds each data mode lays out per record ("caption_color" rows come from the stream alone)."""
+MODE_TASKS = {"contrastive": ("caption",), "captioning": ("caption",), "vqa": ("vqa",), "multitask": TASKS}
+"""The row kinds each data mode lays out per record."""
 
 
 def row_texts(rec, task: str) -> tuple[str, str]:

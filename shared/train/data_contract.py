@@ -75,7 +75,7 @@ class CaptionData(ImageTextData, Protocol):
     """The captioner's data: image-text pairs whose captions may be trained in another word order."""
 
     caption_order: str
-    """"as_written", "shape_first" or "both" (`vision_lm.caption_order.CAPTION_ORDERS`); the checkpoint records it."""
+    """"as_written", or "shape_first" (`vision_lm.caption_order.CAPTION_ORDERS`); the checkpoint records it."""
 
 
 def contract_members(contract: type) -> list[str]:
