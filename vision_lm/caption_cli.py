@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             temperature=args.temperature,
             **sampling,
         )
-    for text in loaded.readable(texts):
+    for text in loaded.readable(texts, prompts):
         print(text, flush=True)
 
 

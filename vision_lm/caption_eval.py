@@ -102,7 +102,7 @@ def vqa_scores(
         rows = qa[start : start + batch_size]
         prompts = [VQA_PREFIX.format(question=recs[i].question) for i in rows]
         answers = caption_images(loaded.model, loaded.tokenizer, pixels[rows], prompts, n, contrast=contrast)
-        hits += [a == recs[i].answer for a, i in zip(answers, rows)]
+        hits += [a == recs[i].answer for a, i in zip(loaded.readable(answers, prompts), rows)]
     scores = {"vqa_acc": sum(hits) / max(1, len(qa))}
     by_kind: dict[str, list[bool]] = {}
     for i, hit in zip(qa, hits):

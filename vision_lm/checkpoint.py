@@ -22,7 +22,8 @@ from shared.nn.lora import merge_lora
 from shared.tokenizer import Tokenizer
 from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from shared.train.finetune import load_adapters
-from vision_lm.caption_order import order_of, reorder
+from vision_lm import caption_order
+from vision_lm.caption_order import answer_order_of, order_of, reorder
 from vision_lm.config import SigLIPConfig, VisionConfig
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import PaliGemmaConfig
@@ -44,9 +45,15 @@ class LoadedCaptioner:
     caption_order: str = "as_written"
     """The order its training captions put words in (`data.caption_order`; `readable` undoes it)."""
 
-    def readable(self, captions: list[str]) -> list[str]:
-        """Generated captions in the grammar's order ("a small circle red" -> "a small red circle")."""
-        return reorder(captions, self.caption_order)
+    answer_order: str = "as_written"
+    """The order its training answers put a pair in (`caption_order.answer_order_of`)."""
+
+    def readable(self, captions: list[str], prompts: list[str] | None = None) -> list[str]:
+        """Generated captions in the grammar's order ("a small circle red" -> "a small red circle"); with
+        `prompts` (one per text), the answers of "answer en ..." prompts too ("circle red" -> "red circle")."""
+        if prompts is None:
+            return reorder(captions, self.caption_order)
+        return caption_order.readable(captions, prompts, self.caption_order, self.answer_order)
 
     def own_order(self, captions: list[str]) -> list[str]:
         """Captions in the grammar's order -> in the captioner's own (the inverse of `readable`)."""
@@ -102,7 +109,7 @@ def captioner_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loa
         state = submodule_state(ckpt)
         state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
         load_state_strict(model, state, str(path))
-    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), order_of(ckpt))
+    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), order_of(ckpt), answer_order_of(ckpt))
 
 
 def load_captioner_weights(model: PaliGemma, path: str | Path) -> None:

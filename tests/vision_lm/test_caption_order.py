@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from shared.errors import UserError
-from vision_lm.caption_order import swap_color_shape
+from vision_lm.caption_order import reorder_answers, swap_color_shape
 from vision_lm.shapes_scene import Shape, caption
 from vision_lm.shapes_stream import ShapesStream
 from vision_lm.shapes_style import Diversity
@@ -48,11 +48,21 @@ def test_training_and_validation_read_shape_first_captions(shapes):
     for split in ("val", "test"):
         got, want = dm.records(split), plain.records(split)
         assert [r.text for r in got] == [swap_color_shape(r.text) for r in want]
-        assert [(r.question, r.answer) for r in got] == [(r.question, r.answer) for r in want]
+        assert [r.question for r in got] == [r.question for r in want]
+        assert [r.answer for r in got] == reorder_answers([r.answer for r in want], "shape_first")
     streamed, written = dm.records("train"), plain.records("train")
-    assert [streamed[j].text for j in range(0, 40, 2)] == [
-        swap_color_shape(written[j].text) for j in range(0, 40, 2)
+    assert [streamed[j].text for j in range(0, 80, 2)] == [
+        swap_color_shape(written[j].text) for j in range(0, 80, 2)
     ]
+    pairs = [(streamed[j].answer, written[j].answer) for j in range(0, 80, 2) if " " in written[j].answer]
+    assert pairs and all(a.split() == b.split()[::-1] for a, b in pairs)  # "what is the leftmost shape?"
+
+
+def test_answers_that_name_a_pair_swap_and_the_others_stay():
+    assert reorder_answers(["red circle", "circle", "two", "yes", "small"], "shape_first") == [
+        "circle red", "circle", "two", "yes", "small"
+    ]  # fmt: skip
+    assert reorder_answers(["red circle"], "as_written") == ["red circle"]
 
 
 def test_the_checkpoint_records_the_order_and_readers_undo_it(shapes):
@@ -61,13 +71,24 @@ def test_the_checkpoint_records_the_order_and_readers_undo_it(shapes):
     module, dm = module_and_data(shapes)
     ckpt = {}
     module.on_save_checkpoint(ckpt)
-    assert ckpt["caption_order"] == "shape_first"
-    loaded = LoadedCaptioner(module.model, dm.tokenizer, ckpt["caption_order"])
+    assert ckpt["caption_order"] == ckpt["answer_order"] == "shape_first"
+    loaded = LoadedCaptioner(module.model, dm.tokenizer, ckpt["caption_order"], ckpt["answer_order"])
     assert loaded.readable(["a small circle red left of a large square blue", "yes"]) == [
         "a small red circle left of a large blue square",
         "yes",
     ]
     assert loaded.own_order(loaded.readable(["a small circle red"])) == ["a small circle red"]
+    prompts = ["answer en what is the leftmost shape?", "caption en", "answer en what shape is the red one?"]
+    assert loaded.readable(["circle red", "a small circle red", "circle"], prompts) == [
+        "red circle", "a small red circle", "circle"
+    ]  # fmt: skip
+    before = LoadedCaptioner(module.model, dm.tokenizer, "shape_first")  # no answer_order: answers as written
+    assert before.readable(["red circle", "a small circle red"], prompts[:2]) == [
+        "red circle",
+        "a small red circle",
+    ]
+    with pytest.raises(UserError, match="before answers followed it"):
+        module.on_load_checkpoint({"caption_order": "shape_first"})
     plain, _ = module_and_data(shapes, "as_written")
     with pytest.raises(UserError, match="caption_order shape_first"):
         plain.on_load_checkpoint(ckpt)  # evaluating it as written would score the wrong order

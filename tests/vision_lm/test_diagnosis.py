@@ -120,15 +120,20 @@ def test_vqa_scores_split_accuracy_by_kind(monkeypatch):
         return ["two", "red", "green", "a cat"][: len(prompts)]
 
     monkeypatch.setattr(generate, "caption_images", answer)
-    loaded = SimpleNamespace(
-        model=SimpleNamespace(config=SimpleNamespace(decoder=SimpleNamespace(max_len=24)))
-    )
-    loaded.tokenizer = None
+    from vision_lm.checkpoint import LoadedCaptioner
+
+    config = SimpleNamespace(decoder=SimpleNamespace(max_len=24))
+    loaded = LoadedCaptioner(SimpleNamespace(config=config), None)
     pixels = torch.zeros(5, 3, 8, 8)
     scores = vqa_scores(loaded, recs, pixels, question_kind)
     assert scores == {"vqa_acc": 0.75, "vqa_acc color": 0.5, "vqa_acc count": 1.0}
     assert given[0] == "answer en how many shapes are there?" and len(given) == 4
     assert vqa_scores(loaded, recs, pixels) == {"vqa_acc": 0.75}
+    shape_first = LoadedCaptioner(SimpleNamespace(config=config), None, "shape_first", "shape_first")
+    pair = [Record(0, "x", "what is the leftmost shape?", "red circle")]
+    monkeypatch.setattr(generate, "caption_images", lambda *a, **k: ["circle red"])
+    assert vqa_scores(shape_first, pair, pixels[:1])["vqa_acc"] == 1.0  # read in the grammar's order
+    assert vqa_scores(loaded, pair, pixels[:1])["vqa_acc"] == 0.0
 
 
 def test_colour_free_probe_set_shows_every_shape_in_training_only_colours(shapes, tmp_path):
