@@ -22,8 +22,7 @@ from shared.nn.lora import merge_lora
 from shared.tokenizer import Tokenizer
 from shared.train.checkpoint import load_state_strict, read_checkpoint, submodule_state
 from shared.train.finetune import load_adapters
-from vision_lm import caption_order
-from vision_lm.caption_order import answer_order_of, order_of, reorder
+from vision_lm.caption_order import answer_order_of, order_of, readable, reorder
 from vision_lm.config import SigLIPConfig, VisionConfig
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import PaliGemmaConfig
@@ -53,7 +52,7 @@ class LoadedCaptioner:
         `prompts` (one per text), the answers of "answer en ..." prompts too ("circle red" -> "red circle")."""
         if prompts is None:
             return reorder(captions, self.caption_order)
-        return caption_order.readable(captions, prompts, self.caption_order, self.answer_order)
+        return readable(captions, prompts, self.caption_order, self.answer_order)
 
     def own_order(self, captions: list[str]) -> list[str]:
         """Captions in the grammar's order -> in the captioner's own (the inverse of `readable`)."""
