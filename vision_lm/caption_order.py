@@ -50,6 +50,11 @@ def reorder_answers(answers: list[str], order: str) -> list[str]:
     return [a if not _PAIR.fullmatch(a) else " ".join(reversed(a.split())) for a in answers]
 
 
+def rewrite(text: str, answer: str, order: str) -> tuple[str, str]:
+    """A record's caption and answer, as the grammar writes them, in `order`."""
+    return reorder([text], order)[0], reorder_answers([answer], order)[0]
+
+
 def readable(texts: list[str], prompts: list[str], order: str, answer_order: str) -> list[str]:
     """Generated texts in the grammar's order, each read by its prompt: "answer en ..." an answer."""
     return [
@@ -75,12 +80,11 @@ def reorder_splits(splits: dict, info: dict, order: str, where: str) -> None:
     if info.get("name") != "shapes":
         raise UserError(f"data.caption_order {order} rewrites shapes captions; {where} is not a shapes set")
     for split in splits.values():
-        split.records = [
-            dataclasses.replace(
-                r, text=swap_color_shape(r.text), answer=reorder_answers([r.answer], order)[0]
-            )
-            for r in split.records
-        ]
+        records = []
+        for r in split.records:
+            text, answer = rewrite(r.text, r.answer, order)
+            records.append(dataclasses.replace(r, text=text, answer=answer))
+        split.records = records
 
 
 def save(checkpoint: dict, order: str) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vision_lm.caption_order import reorder, reorder_answers
+from vision_lm.caption_order import rewrite
 from vision_lm.records import Record
 from vision_lm.shapes import describe, render
 from vision_lm.shapes_scene import Shape
@@ -71,11 +71,8 @@ class ShapesStream(Dataset):
         """(scene, background, metadata line) of scene k, without drawing it."""
         scene, background, meta = describe(self.seed, STREAM_SPLIT, k, self.image_size, self.diversity)
         if self.caption_order != "as_written":
-            text, answer = (
-                reorder([meta["text"]], self.caption_order),
-                reorder_answers([meta["answer"]], self.caption_order),
-            )
-            meta = {**meta, "text": text[0], "answer": answer[0]}
+            text, answer = rewrite(meta["text"], meta["answer"], self.caption_order)
+            meta = {**meta, "text": text, "answer": answer}
         return scene, background, meta
 
     def record(self, j: int) -> Record:

@@ -26,19 +26,17 @@ from shared.tokenizer import Tokenizer
 
 CAPTION_PREFIX = "caption en"
 VQA_PREFIX = "answer en {question}"
-PREFIXES = {"caption": CAPTION_PREFIX, "vqa": VQA_PREFIX}
-"""The prompt of each row kind; a "vqa" row's suffix is the record's answer, a "caption" row's its text."""
-TASKS = tuple(PREFIXES)
+TASKS = ("caption", "vqa")
 """Row kinds of a captioning/VQA batch; `batch["task"]` holds the index."""
 MODE_TASKS = {"contrastive": ("caption",), "captioning": ("caption",), "vqa": ("vqa",), "multitask": TASKS}
 """The row kinds each data mode lays out per record."""
 
 
 def row_texts(rec, task: str) -> tuple[str, str]:
-    """(prefix, suffix) of a record in a row of kind `task`."""
+    """(prefix, suffix) of a record in a row of kind `task`: the question and its answer, or the caption."""
     if task == "vqa":
         return VQA_PREFIX.format(question=rec.question), rec.answer
-    return PREFIXES[task], rec.text
+    return CAPTION_PREFIX, rec.text
 
 
 CACHE_TEXTS = 100_000
