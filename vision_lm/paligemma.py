@@ -2,7 +2,6 @@
 
     pixels (B, 3, H, W) -> VisionTower, no pooling -> (B, N, Dv) patch tokens
       -> projector Linear(Dv, D)                   -> (B, N, D) image tokens, NOT scaled
-         (`image_coordinates`: each token's column and row appended first, Linear(Dv + 2, D))
     ids (B, T) = <|bos|> prefix <|sep|> suffix <|eos|> <|pad|>...
       -> embedding * sqrt(D)                       -> (B, T, D) text tokens
     [image tokens ; text tokens] (B, N + T, D) -> shared Transformer under the prefix-LM mask
@@ -41,13 +40,7 @@ class PaliGemma(nn.Module):
         self.config = config
         d = config.decoder
         self.vision = VisionTower(config.vision)  # initialises itself
-        n_in = config.vision.dim * len(config.vision_feature_layers) + 2 * config.image_coordinates
-        self.projector = nn.Linear(n_in, d.dim, bias=True)
-        if config.image_coordinates:  # (1, N, 2): column, row of each patch token, row-major as the tower's
-            axis = torch.linspace(-1.0, 1.0, config.vision.image_size // config.vision.patch_size)
-            rows, cols = torch.meshgrid(axis, axis, indexing="ij")
-            grid = torch.stack([cols.flatten(), rows.flatten()], dim=-1)[None]
-            self.register_buffer("coordinates", grid, persistent=False)
+        self.projector = nn.Linear(config.vision.dim * len(config.vision_feature_layers), d.dim, bias=True)
         self.embed = nn.Embedding(d.vocab_size, d.dim)
         self.decoder = Transformer(config.transformer())  # initialises itself (shared/nn/init.py)
         self.lm_head = nn.Linear(d.dim, d.vocab_size, bias=False)
@@ -73,11 +66,7 @@ class PaliGemma(nn.Module):
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels (B, 3, H, W) in [-1, 1] -> (B, N, D) image tokens (run once per image, even when decoding)."""
-        feats = self.vision(pixels, self.config.vision_feature_layers)
-        if self.config.image_coordinates:
-            coords = self.coordinates.to(feats.dtype).expand(feats.shape[0], -1, -1)
-            feats = torch.cat([feats, coords], dim=-1)
-        return self.projector(feats)
+        return self.projector(self.vision(pixels, self.config.vision_feature_layers))
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T) -> (B, T, D) = embedding * sqrt(D), the scale cast to the weights' dtype as in HF Gemma."""

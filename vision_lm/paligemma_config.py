@@ -123,11 +123,6 @@ class PaliGemmaConfig(ModelConfig):
     shapes keep their shape best in the stem's tokens: a probe on them reads each object's shape
     where the later blocks, trained for a pooled SigLIP vector, have mixed the objects
     (BENCHMARKS.md, "The captioner on the composing tower")."""
-    image_coordinates: bool = False
-    """Append each patch token's column and row, in [-1, 1], to the projector's input (CoordConv, Liu
-    et al. 2018: networks learn coordinate tasks slowly from learned position embeddings alone): "is
-    the red circle left of the blue square?" and "what is the leftmost shape?" compare positions that
-    the decoder then reads along one direction (BENCHMARKS.md, "Image coordinates")."""
     name: str = field(default="paligemma-tiny", compare=False)
     """Run name (the log folder's name)."""
 
@@ -148,8 +143,7 @@ class PaliGemmaConfig(ModelConfig):
 
     def hf_unsupported(self) -> list[str]:
         """The options Hugging Face's PaliGemma cannot represent, by field name (exports refuse them)."""
-        own = ["vision_feature_layers"] * (self.vision_feature_layers != [-1])
-        return self.vision.hf_unsupported() + own + ["image_coordinates"] * self.image_coordinates
+        return self.vision.hf_unsupported() + ["vision_feature_layers"] * (self.vision_feature_layers != [-1])
 
     @property
     def n_image_tokens(self) -> int:

@@ -92,27 +92,3 @@ def test_export_refuses_feature_layers_it_cannot_represent(tmp_path, capsys):
         vision_lm(["export-hf", "--checkpoint", str(tmp_path / "c.ckpt"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "vision_feature_layers" in err[0] and not (tmp_path / "out").exists()
-
-
-def test_image_coordinates_append_each_tokens_column_and_row_to_the_projector_input():
-    torch.manual_seed(0)
-    decoder = DecoderConfig(
-        vocab_size=64, max_len=8, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=64
-    )
-    config = PaliGemmaConfig(vision=VisionConfig(**{**SMALL, "image_size": 24}), decoder=decoder)
-    plain = PaliGemma(config)
-    model = PaliGemma(PaliGemmaConfig(**{**config.__dict__, "image_coordinates": True}))
-    assert model.projector.in_features == plain.projector.in_features + 2
-    assert "coordinates" not in model.state_dict()  # rebuilt from the config, never stored
-    torch.nn.init.normal_(model.projector.weight)
-    model.vision.load_state_dict(plain.vision.state_dict())
-    pixels = torch.rand(2, 3, 24, 24) * 2 - 1
-    feats = plain.vision(pixels)  # (B, 9, D): a 3 x 3 grid, row-major
-    cols = torch.tensor([-1.0, 0.0, 1.0]).repeat(3)
-    rows = torch.tensor([-1.0, 0.0, 1.0]).repeat_interleave(3)
-    w, d = model.projector.weight, feats.shape[-1]
-    expected = (
-        feats @ w[:, :d].T + cols[:, None] * w[:, d] + rows[:, None] * w[:, d + 1] + model.projector.bias
-    )
-    torch.testing.assert_close(model.encode_image(pixels), expected)
-    assert model.config.hf_unsupported() == ["image_coordinates"] and plain.config.hf_unsupported() == []
