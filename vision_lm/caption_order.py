@@ -18,7 +18,7 @@ import dataclasses
 import re
 
 from shared.errors import UserError
-from vision_lm.text_batch import VQA_PREFIX
+from vision_lm.text_batch import VQA_PREFIX, answer_of
 
 CAPTION_ORDERS = ("as_written", "shape_first")
 KEY = "caption_order"
@@ -56,9 +56,10 @@ def rewrite(text: str, answer: str, order: str) -> tuple[str, str]:
 
 
 def readable(texts: list[str], prompts: list[str], order: str, answer_order: str) -> list[str]:
-    """Generated texts in the grammar's order, each read by its prompt: "answer en ..." an answer."""
+    """Generated texts in the grammar's order, each read by its prompt: "answer en ..." an answer (the
+    part after the caption of a captioner trained with `data.answer_after_caption`: `answer_of`)."""
     return [
-        reorder_answers([t], answer_order)[0]
+        reorder_answers([answer_of(t)], answer_order)[0]
         if p.startswith(VQA_PREFIX.split("{")[0])
         else reorder([t], order)[0]
         for t, p in zip(texts, prompts, strict=True)

@@ -7,7 +7,7 @@ Logged (ARCHITECTURE.md section 5): train/loss, train/grad_norm, val/loss, and, 
 generated greedily for every validation example (KV-cached, `caption_generate.py`):
 - val/caption_exact: share of captions generated exactly (string equality);
 - val/bleu: corpus BLEU-4 of the generated captions against the true ones (torchmetrics);
-- val/vqa_acc: share of answers generated exactly;
+- val/vqa_acc: share of answers generated exactly (after their caption, see `text_batch`, the answer alone);
 - samples/captions: a TensorBoard image of a few examples with generated and true texts.
 `test` does the same on the test split (for the shapes set: scenes with held-out
 colour-shape pairs) as test/*.
@@ -41,7 +41,7 @@ from vision_lm.caption_generate import generate, prompt_ids, special_ids
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
 from vision_lm.paligemma_config import PaliGemmaConfig
-from vision_lm.text_batch import CAPTION_PREFIX, TASKS, drop_suffix_words
+from vision_lm.text_batch import CAPTION_PREFIX, TASKS, answer_of, drop_suffix_words
 
 CAPTION, VQA = TASKS.index("caption"), TASKS.index("vqa")
 
@@ -240,7 +240,9 @@ class CaptionerModule(System):
             for r, m in zip(rows, masks)
         ]
         for b, task in enumerate(batch["task"].tolist()):
-            hit = float(preds[b] == truths[b])
+            # an answer after its caption (data.answer_after_caption) is scored alone
+            read = (lambda t: t) if task == CAPTION else answer_of
+            hit = float(read(preds[b]) == read(truths[b]))
             (self.caption_exact if task == CAPTION else self.vqa_acc).update(hit)
             self._counts[task] += 1
             if task == CAPTION:

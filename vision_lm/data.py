@@ -80,6 +80,7 @@ class ImageTextDataModule(L.LightningDataModule):
         stream_diversity: dict[str, bool] | None = None,
         samples_per_epoch: int | None = None,
         caption_order: str = "as_written",
+        answer_after_caption: bool = False,
     ):
         """
         Args:
@@ -111,6 +112,8 @@ class ImageTextDataModule(L.LightningDataModule):
             samples_per_epoch: streamed pairs per epoch over all devices (None: as many as the
                 folder's train split holds); only the validation schedule and the bar see epochs.
             caption_order: "shape_first" (shapes, the captioner): "a small circle red" (`vision_lm/caption_order.py`).
+            answer_after_caption: VQA rows answer after the image's caption, "a small red circle => red"
+                (the captioner; `vision_lm/text_batch.py`); readers score the answer alone.
         """
         super().__init__()
         if batch_size <= 0:
@@ -127,7 +130,7 @@ class ImageTextDataModule(L.LightningDataModule):
         self.train_stream, self.samples_per_epoch = train_stream, samples_per_epoch
         self.diversity = Diversity.from_dict(stream_diversity, "data.stream_diversity")
         caption_orders.check_setting(caption_order, mode)
-        self.caption_order = caption_order
+        self.caption_order, self.answer_after_caption = caption_order, answer_after_caption
         self.splits: dict[str, Split] | None = None
         self.info: dict = {}
         self.tokenizer: Tokenizer | None = None
@@ -229,9 +232,8 @@ class ImageTextDataModule(L.LightningDataModule):
                 )
             if not len(ds):
                 raise UserError(f"{self.data_dir}: the {split} split has no readable images")
-            warn_overlong(
-                str(self.data_dir), split, ds, self.tokenizer, self.max_len, self.mode == "contrastive"
-            )
+            contrastive, after = self.mode == "contrastive", self.answer_after_caption
+            warn_overlong(str(self.data_dir), split, ds, self.tokenizer, self.max_len, contrastive, after)
             self._datasets[split] = ds
         return self._datasets[split]
 
@@ -241,7 +243,8 @@ class ImageTextDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         ds = self.dataset(split)
-        collate = Collate(TextEncoder(self.tokenizer, self.max_len), self.mode)
+        encoder = TextEncoder(self.tokenizer, self.max_len, self.answer_after_caption)
+        collate = Collate(encoder, self.mode)
         common = dict(
             batch_size=self.batch_size,
             num_workers=self.num_workers,

@@ -133,7 +133,8 @@ class Collate:
     def texts(self, recs, tasks) -> dict[str, torch.Tensor]:
         if self.mode == "contrastive":
             return {"input_ids": self.encoder.captions([r.text for r in recs])}
-        prefixes, suffixes = zip(*(row_texts(r, t) for r, t in zip(recs, tasks)))
+        after = self.encoder.answer_after_caption
+        prefixes, suffixes = zip(*(row_texts(r, t, after) for r, t in zip(recs, tasks)))
         out = self.encoder.prefix_suffix_batch(list(prefixes), list(suffixes))
         out["task"] = torch.tensor([TASKS.index(t) for t in tasks])
         return out

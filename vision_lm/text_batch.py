@@ -14,8 +14,11 @@ these ids in the captioner, so position 0 here follows the last image token):
 
 The prefix (with the image) is attended bidirectionally, the suffix causally (the
 prefix-LM mask, `shared/nn/masks.py`), and only suffix tokens are predicted. VQA uses the
-prefix "answer en {question}" and the suffix `answer`. A batch may mix both tasks; its
-`task` tensor says which each row is (an index into `TASKS`).
+prefix "answer en {question}" and the suffix `answer`, or with `answer_after_caption` the image's
+caption, `ANSWER_SEP` and the answer ("a small red circle => red"): the decoder writes what it sees and
+reads its own words to answer (a rationale before the answer, as in Zhang et al. 2023, "Multimodal
+chain-of-thought"); `answer_of` reads the answer back. A batch may mix both tasks; its `task` tensor
+says which each row is (an index into `TASKS`).
 """
 
 from __future__ import annotations
@@ -32,11 +35,22 @@ MODE_TASKS = {"contrastive": ("caption",), "captioning": ("caption",), "vqa": ("
 """The row kinds each data mode lays out per record."""
 
 
-def row_texts(rec, task: str) -> tuple[str, str]:
-    """(prefix, suffix) of a record in a row of kind `task`: the question and its answer, or the caption."""
+ANSWER_SEP = " => "
+"""Between the caption and the answer of an `answer_after_caption` VQA row; in no caption or answer."""
+
+
+def row_texts(rec, task: str, answer_after_caption: bool = False) -> tuple[str, str]:
+    """(prefix, suffix) of a record in a row of kind `task`: the question and its answer (after the
+    record's caption with `answer_after_caption`, where it has one), or the caption."""
     if task == "vqa":
-        return VQA_PREFIX.format(question=rec.question), rec.answer
+        answer = f"{rec.text}{ANSWER_SEP}{rec.answer}" if answer_after_caption and rec.text else rec.answer
+        return VQA_PREFIX.format(question=rec.question), answer
     return CAPTION_PREFIX, rec.text
+
+
+def answer_of(text: str) -> str:
+    """The answer in a generated VQA suffix: what follows the last ANSWER_SEP (all of it if none)."""
+    return text.rsplit(ANSWER_SEP.strip(), 1)[-1].strip()
 
 
 CACHE_TEXTS = 100_000
@@ -46,8 +60,10 @@ CACHE_TEXTS = 100_000
 class TextEncoder:
     """Encodes texts with a tokenizer, remembering up to CACHE_TEXTS strings (captions repeat a lot)."""
 
-    def __init__(self, tokenizer: Tokenizer, max_len: int):
+    def __init__(self, tokenizer: Tokenizer, max_len: int, answer_after_caption: bool = False):
         self.tokenizer, self.max_len = tokenizer, max_len
+        self.answer_after_caption = answer_after_caption
+        """VQA rows answer after the caption (`row_texts`)."""
         self._cache: dict[str, list[int]] = {}
         self.truncated = 0
         """Texts cut to fit max_len so far."""
@@ -97,7 +113,8 @@ class TextEncoder:
             if contrastive:
                 need = len(self.ids(rec.text)) + 1  # + <|eos|>
             else:
-                need = sum(len(self.ids(t)) for t in row_texts(rec, task)) + 3  # bos, sep, eos
+                texts = row_texts(rec, task, self.answer_after_caption)
+                need = sum(len(self.ids(t)) for t in texts) + 3  # bos, sep, eos
             cut += need > self.max_len
             longest = max(longest, need)
         return cut, longest

@@ -15,13 +15,19 @@ CHECK_TEXTS = 20_000
 
 
 def warn_overlong(
-    where: str, split: str, ds: ImageTextDataset, tokenizer: Tokenizer, max_len: int, contrastive: bool
+    where: str,
+    split: str,
+    ds: ImageTextDataset,
+    tokenizer: Tokenizer,
+    max_len: int,
+    contrastive: bool,
+    answer_after_caption: bool = False,
 ) -> None:
     """Warn once, clearly, when texts do not fit max_len: they would be cut in training and scored
     cut in evaluation. Evaluation splits are checked in full, training on its first CHECK_TEXTS."""
     limit = CHECK_TEXTS if split == "train" else len(ds)
     pairs = [p for _, p in zip(range(limit), ds.pairs())]
-    cut, longest = TextEncoder(tokenizer, max_len).overlong(pairs, contrastive)
+    cut, longest = TextEncoder(tokenizer, max_len, answer_after_caption).overlong(pairs, contrastive)
     if cut:
         checked = f"{len(pairs)}" + (" (the first)" if len(ds) > limit else "")
         rank_zero_warn(

@@ -10,7 +10,7 @@ import yaml
 from shared.tokenizer import Tokenizer
 from vision_lm import shapes_questions, shapes_scene
 from vision_lm.shapes_style import Diversity
-from vision_lm.text_batch import CAPTION_PREFIX, VQA_PREFIX, TextEncoder
+from vision_lm.text_batch import ANSWER_SEP, CAPTION_PREFIX, VQA_PREFIX, TextEncoder
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "vision"
 EVERYTHING = Diversity(extra_colors=True, extra_shapes=True)  # the longest words any stream may draw
@@ -49,13 +49,17 @@ def test_shipped_lengths_fit_the_longest_shapes_texts():
         enc.prefix_suffix(VQA_PREFIX.format(question=question), answer),
     ]
     longest_prefix_suffix = max(n + sum(mask) for _, n, mask in layouts)  # the unpadded ids
+    after = enc.prefix_suffix(VQA_PREFIX.format(question=question), f"{caption}{ANSWER_SEP}{answer}")
+    longest_after_caption = after[1] + sum(after[2])  # data.answer_after_caption: the caption, then the answer
     assert longest_caption >= max(len(tok.encode(t)) + 1 for t in texts)  # the bound covers what was drawn
     for path in sorted(CONFIGS.glob("*.yaml")):
-        model = yaml.safe_load(path.read_text())["model"]["init_args"]
+        whole = yaml.safe_load(path.read_text())
+        model, after_caption = whole["model"]["init_args"], whole["data"].get("answer_after_caption", False)
         config = model["config"]
         if "text" in config:  # SigLIP: the caption and its <|eos|>
             assert config["text"]["max_len"] >= longest_caption, (path.name, longest_caption)
         else:  # captioner: <|bos|> prompt <|sep|> suffix <|eos|>, and generation long enough for any suffix
-            assert config["decoder"]["max_len"] >= longest_prefix_suffix, (path.name, longest_prefix_suffix)
-            suffix = len(tok.encode(caption)) + 1
+            need = longest_after_caption if after_caption else longest_prefix_suffix
+            assert config["decoder"]["max_len"] >= need, (path.name, need)
+            suffix = sum(after[2]) if after_caption else len(tok.encode(caption)) + 1
             assert model.get("max_new_tokens", 24) >= suffix, (path.name, suffix)
