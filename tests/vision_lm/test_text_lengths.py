@@ -50,7 +50,8 @@ def test_shipped_lengths_fit_the_longest_shapes_texts():
     ]
     longest_prefix_suffix = max(n + sum(mask) for _, n, mask in layouts)  # the unpadded ids
     after = enc.prefix_suffix(VQA_PREFIX.format(question=question), f"{caption}{ANSWER_SEP}{answer}")
-    longest_after_caption = after[1] + sum(after[2])  # data.answer_after_caption: the caption, then the answer
+    # data.answer_after_caption: the caption, then the answer
+    longest_after_caption = after[1] + sum(after[2])
     assert longest_caption >= max(len(tok.encode(t)) + 1 for t in texts)  # the bound covers what was drawn
     for path in sorted(CONFIGS.glob("*.yaml")):
         whole = yaml.safe_load(path.read_text())
