@@ -56,7 +56,6 @@ def generate(
     banned_ids: list[int] | None = None,
     contrast: float = 0.0,
     plausibility: float = 0.1,
-    forced: list[list[int]] | None = None,
 ) -> list[list[int]]:
     """pixels (B, 3, H, W) and B prompts (prefix ids) -> B lists of new ids, each cut before <|eos|>.
 
@@ -66,8 +65,6 @@ def generate(
     only ids below it (the tokenizer's size when the embedding table has spare rows). banned_ids: ids never
     generated (`special_ids`: the special tokens other than <|eos|>, which no caption or answer holds).
     contrast, plausibility: `contrastive_logits`' alpha and beta (contrast 0: the plain decoder).
-    forced: per row, the first new ids, given instead of decoded (a caption an answer follows, as the
-    suffix of a `data.answer_after_caption` VQA row); they are returned with the rest.
     """
     B, device = len(prompts), pixels.device
     P = max(len(p) for p in prompts)
@@ -103,10 +100,6 @@ def generate(
         if contrast:
             logits = contrastive_logits(logits[:B], logits[B:], contrast, plausibility)  # (B, V)
         nxt = decode_step(logits, done, eos_id, temperature, top_k, top_p, generator, vocab_limit)  # (B,)
-        for b, given in enumerate(forced or []):
-            if step < len(given):
-                nxt[b] = given[step]
-                done[b] = given[step] == eos_id  # what the decoder picked does not count
         out = torch.cat([out, nxt[:, None]], dim=1)
         if done.all() or step == max_new_tokens - 1:
             break

@@ -196,27 +196,3 @@ def test_contrastive_generation_matches_a_slow_reference(model):
     assert fast != plain  # the prior's weight changes what the random model says
     slow = generate(model, pixels, prompts(), 6, eos_id=63, contrast=1.5, plausibility=0.05, use_cache=False)
     assert slow == fast
-
-
-def test_forced_ids_start_the_suffix_and_generation_goes_on_from_them(model):
-    """`forced` (a caption an answer follows): the given ids, then what the decoder picks after them, as if
-    they had been decoded; other rows are untouched."""
-    pixels = torch.randn(3, 3, 16, 16)
-    free = generate(model, pixels, prompts(), 8, eos_id=None)
-    forced = [[40, 41, 42], [], free[2][:3]]
-    got = generate(model, pixels, prompts(), 8, eos_id=None, forced=forced)
-    assert got[0][:3] == [40, 41, 42] and got[0] != free[0]
-    assert got[1] == free[1] and got[2] == free[2]  # nothing forced; forced what it would pick anyway
-    assert got == generate(model, pixels, prompts(), 8, eos_id=None, forced=forced, use_cache=False)
-    p = prompts()[0]
-    with torch.no_grad():  # the reference: the image, the prompt and the forced ids in one causal-suffix pass
-        n = model.config.n_image_tokens + len(p)
-        x = torch.cat([model.encode_image(pixels[:1]), model.embed_text(torch.tensor([p + [40, 41, 42]]))], 1)
-        logits = model.decode(x, prefix_lm_mask(torch.tensor([n]), n + 3))[:, -1]
-    assert got[0][3] == logits.argmax(-1).item()
-    eos = free[0][0]  # the decoder's own first pick, made the end of text: forcing 40 must not end it
-    with torch.no_grad():
-        after_40 = model.decode(x[:, : n + 1], prefix_lm_mask(torch.tensor([n]), n + 1))[:, -1].argmax(-1)
-    assert after_40.item() != eos
-    stop = generate(model, pixels[:1], prompts()[:1], 8, eos_id=eos, forced=[[40]])
-    assert stop[0][:2] == [40, after_40.item()]
