@@ -55,11 +55,13 @@ def rewrite(text: str, answer: str, order: str) -> tuple[str, str]:
     return reorder([text], order)[0], reorder_answers([answer], order)[0]
 
 
-def readable(texts: list[str], prompts: list[str], order: str, answer_order: str) -> list[str]:
-    """Generated texts in the grammar's order, each read by its prompt: "answer en ..." an answer (the
-    part after the caption of a captioner trained with `data.answer_after_caption`: `answer_of`)."""
+def readable(
+    texts: list[str], prompts: list[str], order: str, answer_order: str, after_caption: bool = False
+) -> list[str]:
+    """Generated texts in the grammar's order, each read by its prompt: "answer en ..." an answer (with
+    `after_caption`, a captioner trained with `data.answer_after_caption`, the part after its caption)."""
     return [
-        reorder_answers([answer_of(t)], answer_order)[0]
+        reorder_answers([answer_of(t) if after_caption else t], answer_order)[0]
         if p.startswith(VQA_PREFIX.split("{")[0])
         else reorder([t], order)[0]
         for t, p in zip(texts, prompts, strict=True)

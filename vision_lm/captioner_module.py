@@ -41,7 +41,7 @@ from vision_lm.caption_generate import generate, prompt_ids, special_ids
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
 from vision_lm.paligemma_config import PaliGemmaConfig
-from vision_lm.text_batch import CAPTION_PREFIX, TASKS, answer_of, drop_suffix_words
+from vision_lm.text_batch import AFTER_CAPTION_KEY, CAPTION_PREFIX, TASKS, answer_of, drop_suffix_words
 
 CAPTION, VQA = TASKS.index("caption"), TASKS.index("vqa")
 
@@ -241,7 +241,7 @@ class CaptionerModule(System):
         ]
         for b, task in enumerate(batch["task"].tolist()):
             # an answer after its caption (data.answer_after_caption) is scored alone
-            read = (lambda t: t) if task == CAPTION else answer_of
+            read = answer_of if task == VQA and self.data.answer_after_caption else (lambda t: t)
             hit = float(read(preds[b]) == read(truths[b]))
             (self.caption_exact if task == CAPTION else self.vqa_acc).update(hit)
             self._counts[task] += 1
@@ -259,10 +259,13 @@ class CaptionerModule(System):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """The base's model type, config and tokenizer, plus the order its captions were trained in."""
+        """The base's model type, config and tokenizer, plus the order its captions were trained in and
+        whether its answers follow a caption."""
         super().on_save_checkpoint(checkpoint)
         if self.data is not None:
             caption_order.save(checkpoint, self.data.caption_order)
+            if self.data.answer_after_caption:
+                checkpoint[AFTER_CAPTION_KEY] = True
 
     def check_checkpoint(self, checkpoint: dict) -> None:
         if self.data is not None:

@@ -27,6 +27,7 @@ from vision_lm.config import SigLIPConfig, VisionConfig
 from vision_lm.paligemma import PaliGemma
 from vision_lm.paligemma_config import PaliGemmaConfig
 from vision_lm.siglip import SigLIP
+from vision_lm.text_batch import AFTER_CAPTION_KEY
 
 
 @dataclass
@@ -47,12 +48,15 @@ class LoadedCaptioner:
     answer_order: str = "as_written"
     """The order its training answers put a pair in (`caption_order.answer_order_of`)."""
 
+    answer_after_caption: bool = False
+    """Its answers follow a caption it writes first (`data.answer_after_caption`); `readable` drops it."""
+
     def readable(self, captions: list[str], prompts: list[str] | None = None) -> list[str]:
         """Generated captions in the grammar's order ("a small circle red" -> "a small red circle"); with
         `prompts` (one per text), the answers of "answer en ..." prompts too ("circle red" -> "red circle")."""
         if prompts is None:
             return reorder(captions, self.caption_order)
-        return readable(captions, prompts, self.caption_order, self.answer_order)
+        return readable(captions, prompts, self.caption_order, self.answer_order, self.answer_after_caption)
 
     def own_order(self, captions: list[str]) -> list[str]:
         """Captions in the grammar's order -> in the captioner's own (the inverse of `readable`)."""
@@ -108,7 +112,8 @@ def captioner_from_checkpoint(path: str | Path, ckpt: dict | None = None) -> Loa
         state = submodule_state(ckpt)
         state.setdefault("lm_head.weight", state.get("embed.weight"))  # tied: stored once or twice
         load_state_strict(model, state, str(path))
-    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), order_of(ckpt), answer_order_of(ckpt))
+    after = bool(ckpt.get(AFTER_CAPTION_KEY, False))
+    return LoadedCaptioner(model.eval(), _tokenizer(ckpt, path), order_of(ckpt), answer_order_of(ckpt), after)
 
 
 def load_captioner_weights(model: PaliGemma, path: str | Path) -> None:

@@ -15,10 +15,11 @@ these ids in the captioner, so position 0 here follows the last image token):
 The prefix (with the image) is attended bidirectionally, the suffix causally (the
 prefix-LM mask, `shared/nn/masks.py`), and only suffix tokens are predicted. VQA uses the
 prefix "answer en {question}" and the suffix `answer`, or with `answer_after_caption` the image's
-caption, `ANSWER_SEP` and the answer ("a small red circle => red"): the decoder writes what it sees and
-reads its own words to answer (a rationale before the answer, as in Zhang et al. 2023, "Multimodal
-chain-of-thought"); `answer_of` reads the answer back. A batch may mix both tasks; its `task` tensor
-says which each row is (an index into `TASKS`).
+caption, `ANSWER_SEP` and the answer ("a small red circle => red"): a rationale before the answer (Zhang
+et al. 2023, "Multimodal chain-of-thought"; BENCHMARKS.md "Answers after the caption": captions and held-out
+answers gain, though the answer does not yet read the caption); such a captioner's checkpoint says so
+(`AFTER_CAPTION_KEY`) and its readers keep the answer alone (`answer_of`). A batch may mix both tasks; its
+`task` tensor says which each row is (an index into `TASKS`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ MODE_TASKS = {"contrastive": ("caption",), "captioning": ("caption",), "vqa": ("
 
 
 ANSWER_SEP = " => "
-"""Between the caption and the answer of an `answer_after_caption` VQA row; in no caption or answer."""
+"""Between the caption and the answer of an `answer_after_caption` VQA row."""
+AFTER_CAPTION_KEY = "answer_after_caption"
+"""The captioner checkpoint key (ARCHITECTURE.md section 2), true when its answers follow a caption."""
 
 
 def row_texts(rec, task: str, answer_after_caption: bool = False) -> tuple[str, str]:
@@ -49,7 +52,8 @@ def row_texts(rec, task: str, answer_after_caption: bool = False) -> tuple[str, 
 
 
 def answer_of(text: str) -> str:
-    """The answer in a generated VQA suffix: what follows the last ANSWER_SEP (all of it if none)."""
+    """The answer in a VQA suffix written after its caption: what follows the last ANSWER_SEP (all of it
+    if none)."""
     return text.rsplit(ANSWER_SEP.strip(), 1)[-1].strip()
 
 

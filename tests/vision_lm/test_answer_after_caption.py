@@ -22,10 +22,17 @@ def test_rows_put_the_caption_before_the_answer_and_answer_of_reads_it_back():
     assert answer_of("a small red circle => red") == "red"
     assert answer_of("red") == "red" and answer_of("a => b => two") == "two"
     assert answer_of("a small red circle") == "a small red circle"  # cut before the answer: scored wrong
-    assert readable(["a small circle red => circle red", "a small circle red"],
-                    ["answer en what is the leftmost shape?", "caption en"], "shape_first", "shape_first") == [
-        "red circle", "a small red circle"
-    ]  # fmt: skip
+    texts, prompts = (
+        ["a small circle red => circle red", "a small circle red"],
+        ["answer en what?", "caption en"],
+    )
+    assert readable(texts, prompts, "shape_first", "shape_first", True) == [
+        "red circle",
+        "a small red circle",
+    ]
+    assert readable(["x => y"], ["answer en what?"], "as_written", "as_written") == [
+        "x => y"
+    ]  # trained without
 
 
 def _batches(shapes, after: bool):
@@ -65,13 +72,28 @@ def test_the_data_lays_vqa_rows_out_caption_first_and_leaves_caption_rows(shapes
             assert suffixes == [f"{recs[i].text}{ANSWER_SEP}{recs[i].answer}" for i in index]
 
 
-def test_validation_scores_the_answer_alone(shapes, monkeypatch):
-    """A wrong caption before the right answer is a right answer; a right caption before a wrong one is not."""
-    import vision_lm.captioner_module as cm
+def test_the_checkpoint_says_so_and_its_readers_keep_the_answer_alone(shapes, tmp_path):
+    from vision_lm.checkpoint import captioner_from_checkpoint
+    from vision_lm.text_batch import AFTER_CAPTION_KEY
 
-    dm, _, val = _batches(shapes, True)
+    written = {}
+    for after in (True, False):
+        module, dm = _module(shapes, after)
+        ckpt = {"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()}}
+        module.on_save_checkpoint(ckpt)
+        assert ckpt.get(AFTER_CAPTION_KEY, False) is after
+        torch.save(ckpt, tmp_path / f"{after}.ckpt")
+        written[after] = captioner_from_checkpoint(tmp_path / f"{after}.ckpt")
+    prompt = ["answer en what color is the circle?"]
+    assert written[True].readable(["a small circle red => red"], prompt) == ["red"]
+    assert written[False].readable(["a small circle red => red"], prompt) == ["a small circle red => red"]
+
+
+def _module(shapes, after: bool):
+    import vision_lm.captioner_module as cm
     from vision_lm.paligemma_config import PaliGemmaConfig
 
+    dm, _, _ = _batches(shapes, after)
     config = PaliGemmaConfig.from_dict(
         {"vision": {"image_size": 32, "patch_size": 8, "dim": 32, "n_layers": 1, "n_heads": 2},
          "decoder": {"vocab_size": 512, "max_len": 40, "dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 64}}
@@ -79,6 +101,15 @@ def test_validation_scores_the_answer_alone(shapes, monkeypatch):
     module = cm.CaptionerModule(config, max_new_tokens=32)
     module._trainer = SimpleNamespace(datamodule=dm, sanity_checking=False, global_step=0, global_rank=0)
     module.configure_model()
+    return module, dm
+
+
+def test_validation_scores_the_answer_alone(shapes, monkeypatch):
+    """A wrong caption before the right answer is a right answer; a right caption before a wrong one is not."""
+    import vision_lm.captioner_module as cm
+
+    module, dm = _module(shapes, True)
+    val = next(iter(dm.val_dataloader()))
     monkeypatch.setattr(module, "log", lambda *a, **k: None)
     tok, rows = dm.tokenizer, val["input_ids"].tolist()
     truths = [
