@@ -36,7 +36,7 @@ from shared.errors import UserError
 from shared.train.data_contract import CaptionData
 from shared.train.finetune import LoRAConfig, set_lora
 from shared.train.system import System
-from vision_lm import caption_order
+from vision_lm import caption_order, text_batch
 from vision_lm.caption_generate import generate, prompt_ids, special_ids
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
@@ -67,6 +67,7 @@ class CaptionerModule(System):
         max_new_tokens: int = 24,
         sample_images: int = 8,
         word_dropout: float = 0.0,
+        answer_weight: float = 1.0,
     ):
         """
         Args:
@@ -101,6 +102,9 @@ class CaptionerModule(System):
                 them; one that cannot has to read the shape off the image, which is what a held-out
                 colour-shape pair needs. Measured at 1200 steps: no gain, and repeated phrases at 0.25
                 (BENCHMARKS.md, issue 13). 0 (the default) turns it off.
+            answer_weight: the training loss weight of an answer's ids (and <|eos|>) after its caption
+                (data.answer_after_caption), other ids 1: the answer is 1-2 of ~20 ids, and at 1 the decoder
+                never learns to read it off its caption (BENCHMARKS.md, "Answers after the caption").
         """
         super().__init__(
             config or PaliGemmaConfig(),
@@ -118,6 +122,8 @@ class CaptionerModule(System):
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
         if not 0 <= word_dropout < 1:
             raise UserError(f"word_dropout must be in [0, 1), got {word_dropout}")
+        if answer_weight <= 0:
+            raise UserError(f"answer_weight must be positive, got {answer_weight}")
         if init_from and vision_init_from:
             raise UserError(
                 "set init_from (a whole captioner) or vision_init_from (an image tower), not both"
@@ -175,6 +181,10 @@ class CaptionerModule(System):
 
             use_base_tokenizer(dm, self.hparams.init_from)
         dm.bind(self.config.vision.image_size, self.config.decoder.max_len)
+        if self.hparams.get("answer_weight", 1.0) != 1 and not dm.answer_after_caption:
+            raise UserError(
+                "model.answer_weight weighs answers after captions: set data.answer_after_caption"
+            )
         # The longest suffix (+ <|eos|>) a row can hold; evaluation must never cut what it scores.
         longest = self.config.decoder.max_len - len(prompt_ids(dm.tokenizer, CAPTION_PREFIX))
         if self.hparams.max_new_tokens < longest:
@@ -202,7 +212,9 @@ class CaptionerModule(System):
         rate = self.hparams.get("word_dropout")
         seen = drop_suffix_words(ids, batch["loss_mask"], self.data.tokenizer, rate) if rate else ids
         logits = self.model(batch["pixel_values"], seen, batch["prefix_len"])
-        loss = suffix_loss(logits, ids, batch["loss_mask"])  # scored on the true ids
+        w, mask = self.hparams.get("answer_weight", 1.0), batch["loss_mask"]
+        weight = text_batch.answer_weights(ids, mask, self.data.tokenizer, w) if w != 1 else None
+        loss = suffix_loss(logits, ids, mask, weight)  # scored on the true ids
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

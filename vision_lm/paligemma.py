@@ -112,8 +112,10 @@ class PaliGemma(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def suffix_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the suffix tokens only.
+def suffix_loss(
+    logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over the suffix tokens only (weighted by `weight` (B, T), per id).
 
     logits (B, T, V) at the text positions, input_ids (B, T), loss_mask (B, T) True on the
     suffix ids (answer + <|eos|>). Position t predicts id t + 1, so the first suffix id is
@@ -122,4 +124,9 @@ def suffix_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.
     """
     target_mask = loss_mask[:, 1:]  # (B, T - 1): which next ids are scored
     pred = logits[:, :-1][target_mask]  # (M, V)
-    return F.cross_entropy(pred.float(), input_ids[:, 1:][target_mask])
+    if weight is None:
+        return F.cross_entropy(pred.float(), input_ids[:, 1:][target_mask])
+    w = weight[:, 1:][target_mask].float()  # (M,)
+    return (
+        F.cross_entropy(pred.float(), input_ids[:, 1:][target_mask], reduction="none") * w
+    ).sum() / w.sum()

@@ -57,6 +57,15 @@ def answer_of(text: str) -> str:
     return text.rsplit(ANSWER_SEP.strip(), 1)[-1].strip()
 
 
+def answer_weights(ids: torch.Tensor, loss_mask: torch.Tensor, tok: Tokenizer, weight: float) -> torch.Tensor:
+    """(B, T) loss weights: `weight` on the suffix ids after the last ANSWER_SEP of a row (the answer and
+    its <|eos|> in a VQA row written after its caption), 1 everywhere else."""
+    sep = (ids == tok.encode(ANSWER_SEP.rstrip())[-1]) & loss_mask
+    after = sep.flip(1).cumsum(1).flip(1) == 0  # no separator at or after this position
+    answer = after & loss_mask & sep.any(1, keepdim=True)
+    return 1 + (weight - 1) * answer.float()
+
+
 CACHE_TEXTS = 100_000
 """Distinct strings an encoder remembers: the shapes language fits; a large real corpus is not held."""
 

@@ -135,3 +135,43 @@ def test_validation_scores_the_answer_alone(shapes, monkeypatch):
         module._eval_step(val, "val")
         assert module.vqa_acc.compute().item() == want
         assert module.caption_exact.compute().item() == 1.0  # caption rows as generated: the truth
+
+
+def test_answer_weights_fall_on_the_answer_and_its_eos_and_the_loss_takes_them(shapes):
+    import torch.nn.functional as F
+
+    from vision_lm.paligemma import suffix_loss
+    from vision_lm.text_batch import answer_weights
+
+    dm, train, _ = _batches(shapes, True)
+    tok, ids, mask = dm.tokenizer, train["input_ids"], train["loss_mask"]
+    weight = answer_weights(ids, mask, tok, 5.0)
+    assert set(weight.unique().tolist()) == {1.0, 5.0}
+    for row, w, m, task in zip(ids, weight, mask, train["task"].tolist()):
+        heavy = row[w == 5].tolist()
+        if TASKS[task] == "caption":
+            assert heavy == []
+        else:
+            suffix = tok.decode(row[m][:-1]).strip()
+            assert heavy[-1] == tok.eos_id and tok.decode(heavy[:-1]).strip() == answer_of(suffix)
+    logits = torch.randn(*ids.shape, 600)
+    assert torch.allclose(
+        suffix_loss(logits, ids, mask, torch.ones_like(weight)), suffix_loss(logits, ids, mask)
+    )
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T - 1)
+    w = weight[:, 1:] * mask[:, 1:]
+    torch.testing.assert_close(suffix_loss(logits, ids, mask, weight), (ce * w).sum() / w.sum())
+
+
+def test_answer_weight_needs_answers_after_captions(shapes):
+    import pytest
+
+    import vision_lm.captioner_module as cm
+    from shared.errors import UserError
+
+    with pytest.raises(UserError, match="answer_weight must be positive"):
+        cm.CaptionerModule(answer_weight=0)
+    module, dm = _module(shapes, False)
+    module.hparams.answer_weight = 5.0
+    with pytest.raises(UserError, match="set data.answer_after_caption"):
+        module.setup("fit")
