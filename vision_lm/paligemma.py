@@ -124,9 +124,8 @@ def suffix_loss(
     """
     target_mask = loss_mask[:, 1:]  # (B, T - 1): which next ids are scored
     pred = logits[:, :-1][target_mask]  # (M, V)
+    target = input_ids[:, 1:][target_mask]  # (M,)
     if weight is None:
-        return F.cross_entropy(pred.float(), input_ids[:, 1:][target_mask])
+        return F.cross_entropy(pred.float(), target)
     w = weight[:, 1:][target_mask].float()  # (M,)
-    return (
-        F.cross_entropy(pred.float(), input_ids[:, 1:][target_mask], reduction="none") * w
-    ).sum() / w.sum()
+    return (F.cross_entropy(pred.float(), target, reduction="none") * w).sum() / w.sum()

@@ -17,9 +17,9 @@ prefix-LM mask, `shared/nn/masks.py`), and only suffix tokens are predicted. VQA
 prefix "answer en {question}" and the suffix `answer`, or with `answer_after_caption` the image's
 caption, `ANSWER_SEP` and the answer ("a small red circle => red"): a rationale before the answer (Zhang
 et al. 2023, "Multimodal chain-of-thought"; BENCHMARKS.md "Answers after the caption": captions and held-out
-answers gain, though the answer does not yet read the caption); such a captioner's checkpoint says so
-(`AFTER_CAPTION_KEY`) and its readers keep the answer alone (`answer_of`). A batch may mix both tasks; its
-`task` tensor says which each row is (an index into `TASKS`).
+answers gain; the answer reads the caption only when it weighs more in the loss, `answer_weights`). Such a
+captioner's checkpoint says so (`AFTER_CAPTION_KEY`) and its readers keep the answer alone (`answer_of`).
+A batch may mix both tasks; its `task` tensor says which each row is (an index into `TASKS`).
 """
 
 from __future__ import annotations
