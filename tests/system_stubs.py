@@ -29,7 +29,7 @@ class ImageTextDataStub:
 
     def __init__(self, tokenizer, trained=True, mode="contrastive"):
         self.tokenizer, self.tokenizer_trained, self.mode = tokenizer, trained, mode
-        self.caption_order = "as_written"
+        self.caption_order, self.answer_after_caption = "as_written", False
         self.zero_shot_classes, self.zero_shot_templates = ["red circle"], ["a small {}"]
         self.bound = None
 

@@ -77,6 +77,9 @@ class CaptionData(ImageTextData, Protocol):
     caption_order: str
     """"as_written", or "shape_first" (`vision_lm.caption_order.CAPTION_ORDERS`); the checkpoint records it."""
 
+    answer_after_caption: bool
+    """VQA rows write the caption, " => ", then the answer (`vision_lm.text_batch`); the checkpoint records it."""
+
 
 def contract_members(contract: type) -> list[str]:
     """The names a Protocol (and the Protocols it extends) declares: annotations and methods."""
