@@ -27,7 +27,7 @@ from typing import Literal
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.text import BLEUScore
@@ -37,11 +37,12 @@ from shared.train.data_contract import CaptionData
 from shared.train.finetune import LoRAConfig, set_lora
 from shared.train.system import System
 from vision_lm import caption_order, text_batch
-from vision_lm.caption_generate import generate, prompt_ids, special_ids
+from vision_lm.caption_generate import generate, special_ids
 from vision_lm.caption_grid import caption_grid
 from vision_lm.paligemma import PaliGemma, suffix_loss
 from vision_lm.paligemma_config import PaliGemmaConfig
-from vision_lm.text_batch import AFTER_CAPTION_KEY, CAPTION_PREFIX, TASKS, answer_of, drop_suffix_words
+from vision_lm.text_batch import AFTER_CAPTION_KEY, TASKS, answer_of, drop_suffix_words
+from vision_lm.text_lengths import check_decoder_lengths
 
 CAPTION, VQA = TASKS.index("caption"), TASKS.index("vqa")
 
@@ -185,19 +186,7 @@ class CaptionerModule(System):
             raise UserError(
                 "model.answer_weight weighs answers after captions: set data.answer_after_caption"
             )
-        # The longest suffix (+ <|eos|>) a row can hold; evaluation must never cut what it scores.
-        longest = self.config.decoder.max_len - len(prompt_ids(dm.tokenizer, CAPTION_PREFIX))
-        if self.hparams.max_new_tokens < longest:
-            rank_zero_warn(
-                f"max_new_tokens={self.hparams.max_new_tokens} can cut generated captions: a caption of up to "
-                f"{longest} tokens fits decoder.max_len={self.config.decoder.max_len}; raise it to {longest}"
-            )
-        vocab = self.config.decoder.vocab_size
-        if dm.tokenizer.vocab_size > vocab:
-            raise UserError(
-                f"the tokenizer has {dm.tokenizer.vocab_size} tokens but model.config.decoder.vocab_size "
-                f"is {vocab}; raise it to at least {dm.tokenizer.vocab_size}"
-            )
+        check_decoder_lengths(dm.tokenizer, self.config.decoder, self.hparams.max_new_tokens)
 
     def count_batch(self, batch) -> dict[str, int]:
         B, T = batch["input_ids"].shape

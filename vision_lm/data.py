@@ -52,7 +52,7 @@ from vision_lm.records import Record, Split, open_splits
 from vision_lm.shapes_scene import color_names, shape_names
 from vision_lm.shapes_stream import ShapesStream, StreamRecords
 from vision_lm.shapes_style import Diversity
-from vision_lm.templates import dataset_templates
+from vision_lm.templates import class_names, dataset_templates
 from vision_lm.text_batch import CAPTION_PREFIX, MODE_TASKS, VQA_PREFIX, TextEncoder
 from vision_lm.text_lengths import warn_overlong
 
@@ -284,12 +284,9 @@ class ImageTextDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ zero-shot
     @property
     def zero_shot_classes(self) -> list[str]:
-        """Class names to classify among: dataset_info.json's "classes" (held-out ones included), else
-        every label in the data."""
+        """Class names to classify among (`templates.class_names`)."""
         self.setup()
-        if self.info.get("classes"):
-            return list(self.info["classes"])
-        return sorted({r.label for s in self.splits.values() for r in s.records if r.label})
+        return class_names(self.info, self.splits.values())
 
     @property
     def zero_shot_templates(self) -> list[str]:

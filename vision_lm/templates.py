@@ -65,3 +65,11 @@ def dataset_templates(info: dict, train_records) -> list[str]:
     found = derive_templates((r.text, r.label) for r in train_records if r.label) or ["{}"]
     rank_zero_info(f"zero-shot prompts from the training captions: {found}")
     return found
+
+
+def class_names(info: dict, splits) -> list[str]:
+    """Class names zero-shot classifies among: dataset_info.json's "classes" (held-out ones included), else
+    every label in the splits' records."""
+    if info.get("classes"):
+        return list(info["classes"])
+    return sorted({r.label for s in splits for r in s.records if r.label})

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from lightning.pytorch.utilities import rank_zero_warn
 
+from shared.errors import UserError
 from shared.tokenizer import Tokenizer
+from vision_lm.caption_generate import prompt_ids
 from vision_lm.image_dataset import ImageTextDataset
-from vision_lm.text_batch import TextEncoder
+from vision_lm.text_batch import CAPTION_PREFIX, TextEncoder
 
 CHECK_TEXTS = 20_000
 """Training texts whose token length is checked at setup (evaluation splits: all of them)."""
@@ -35,4 +37,22 @@ def warn_overlong(
             f"tokens (the longest needs {longest}) and are cut"
             + ("; evaluation scores the cut texts" if split != "train" else "")
             + f": raise the model's text max_len to {longest} to keep them whole"
+        )
+
+
+def check_decoder_lengths(tok: Tokenizer, decoder, max_new_tokens: int) -> None:
+    """The captioner's decoder against its data's tokenizer: a warning when generation may cut a caption
+    (evaluation must never cut what it scores), one UserError when the vocabulary does not fit."""
+    longest = decoder.max_len - len(
+        prompt_ids(tok, CAPTION_PREFIX)
+    )  # the longest suffix (+ <|eos|>) a row holds
+    if max_new_tokens < longest:
+        rank_zero_warn(
+            f"max_new_tokens={max_new_tokens} can cut generated captions: a caption of up to "
+            f"{longest} tokens fits decoder.max_len={decoder.max_len}; raise it to {longest}"
+        )
+    if tok.vocab_size > decoder.vocab_size:
+        raise UserError(
+            f"the tokenizer has {tok.vocab_size} tokens but model.config.decoder.vocab_size "
+            f"is {decoder.vocab_size}; raise it to at least {tok.vocab_size}"
         )
