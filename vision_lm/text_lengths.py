@@ -43,9 +43,8 @@ def warn_overlong(
 def check_decoder_lengths(tok: Tokenizer, decoder, max_new_tokens: int) -> None:
     """The captioner's decoder against its data's tokenizer: a warning when generation may cut a caption
     (evaluation must never cut what it scores), one UserError when the vocabulary does not fit."""
-    longest = decoder.max_len - len(
-        prompt_ids(tok, CAPTION_PREFIX)
-    )  # the longest suffix (+ <|eos|>) a row holds
+    # the longest suffix (+ <|eos|>) a row holds
+    longest = decoder.max_len - len(prompt_ids(tok, CAPTION_PREFIX))
     if max_new_tokens < longest:
         rank_zero_warn(
             f"max_new_tokens={max_new_tokens} can cut generated captions: a caption of up to "
